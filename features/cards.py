@@ -1,0 +1,67 @@
+"""Card numbers at the edges, keyed pseudonyms in between.
+
+A card number is a string of exactly :data:`CARD_DIGITS` digits; leading zeros are
+part of it. A number that arrives as a JSON or CSV integer lost its leading zeros on
+the way, so it is padded back; anything else is refused with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+from features.errors import InputError
+
+CARD_DIGITS = 10
+PSEUDONYM_HEX_CHARS = 24
+
+
+def canonical_card_number(raw: object) -> str:
+    """Return the canonical 10-digit string for a card number.
+
+    Args:
+        raw: the card number as received: a string of digits (spaces and dashes
+            are ignored) or an integer that lost its leading zeros.
+
+    Returns:
+        The card number as exactly ten digits.
+
+    Raises:
+        InputError: when the value is not a card number; the message says why.
+    """
+    if isinstance(raw, bool) or raw is None:
+        raise InputError(f"card number must be {CARD_DIGITS} digits, got {raw!r}")
+    if isinstance(raw, int):
+        text = str(raw)
+        if raw < 0 or len(text) > CARD_DIGITS:
+            raise InputError(
+                f"card number {raw} has more than {CARD_DIGITS} digits or is negative"
+            )
+        return text.zfill(CARD_DIGITS)
+    if isinstance(raw, float):
+        raise InputError(
+            f"card number {raw!r} is a decimal number; send it as a string of "
+            f"{CARD_DIGITS} digits"
+        )
+    if not isinstance(raw, str):
+        raise InputError(f"card number must be a string, got {type(raw).__name__}")
+    text = raw.strip().replace(" ", "").replace("-", "")
+    if not text.isascii() or not text.isdigit():
+        raise InputError(f"card number {raw!r} must contain only digits")
+    if len(text) > CARD_DIGITS:
+        raise InputError(
+            f"card number {raw!r} has {len(text)} digits; expected {CARD_DIGITS}"
+        )
+    return text.zfill(CARD_DIGITS)
+
+
+def pseudonym(card_number: str, secret: bytes) -> str:
+    """Keyed pseudonym of a canonical card number (truncated HMAC-SHA256, hex)."""
+    digest = hmac.new(secret, card_number.encode("ascii"), hashlib.sha256)
+    return digest.hexdigest()[:PSEUDONYM_HEX_CHARS]
+
+
+def pseudonyms(card_numbers: Iterable[str], secret: bytes) -> list[str]:
+    """Pseudonyms of many canonical card numbers, in order."""
+    return [pseudonym(number, secret) for number in card_numbers]
