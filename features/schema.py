@@ -118,7 +118,7 @@ CARD_HOLDERS = Table(
         Column("occupation", "string"),
         Column("card_status", "string", allowed=CARD_STATUSES),
         Column("issued_at", "timestamp"),
-        Column("expires_at", "timestamp", required=False),
+        Column("expires_at", "timestamp", required=False, nullable=True),
     ),
 )
 

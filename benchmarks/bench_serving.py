@@ -1,0 +1,468 @@
+"""Latency and throughput of the service, beside its peers, in one run.
+
+Needs a built data folder (``precision demo --no-serve``; ``PRECISION_DATA_DIR``).
+Every server runs in its own process on 127.0.0.1 and the load comes from another
+process (a small keep-alive HTTP/1.1 client on asyncio), bounded in count and time.
+
+Rows:
+
+1. /recommend, 1 card, 1 connection: ours (BentoML, tuned) vs BentoML with stock
+   settings (60 s request timeout, no garbage-collector tuning, no feature cache).
+2. /recommend, 10 cards, 16 connections: ours vs a bare FastAPI app in one uvicorn
+   worker calling the same package function.
+3. /recommend, 100 cards, 1 connection, end to end vs stock Feast
+   ``get_online_features`` for the same 100 cards alone.
+4. Worker memory over a load of 16 connections (60 s; 5 s with ``--quick``).
+5. Segment preview over 1,000,000 made-up scored card holders (in process):
+   numpy index vs the same query in pandas.
+
+Usage: ``python -m benchmarks.bench_serving [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STOCK_ENV = {
+    "PRECISION_SERVING_REQUEST_TIMEOUT": "60",
+    "PRECISION_SERVING_FREEZE_GC": "false",
+    "PRECISION_SERVING_FEATURE_CACHE_SECONDS": "0",
+}
+
+
+@dataclass
+class Run:
+    """Latencies (ms) of one load run and its request rate."""
+
+    latencies: list[float]
+    seconds: float
+    errors: int
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q)) if self.latencies else 0.0
+
+
+# Load generator ------------------------------------------------------------------
+
+
+async def _one_connection(
+    port: int, requests: list[bytes], deadline: float, out: list[float], errors: list
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for request in requests:
+            if time.perf_counter() > deadline:
+                break
+            started = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            out.append(1000 * (time.perf_counter() - started))
+            if not head.startswith(b"HTTP/1.1 200"):
+                errors.append(head[:20])
+    finally:
+        writer.close()
+
+
+def _request(port: int, path: str, key: str, body: dict) -> bytes:
+    payload = json.dumps(body).encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
+
+
+def _load(args: tuple) -> tuple[list[float], float, int]:
+    port, key, cards, per_request, connections, count, seconds, seed = args
+    rng = random.Random(seed)
+
+    def body() -> bytes:
+        chosen = rng.sample(cards, per_request)
+        return _request(port, "/recommend", key, {"cards": chosen, "k": 5})
+
+    async def main() -> tuple[list[float], float, int]:
+        out: list[float] = []
+        errors: list = []
+        per_connection = max(1, count // connections)
+        started = time.perf_counter()
+        deadline = started + seconds
+        await asyncio.gather(
+            *(
+                _one_connection(
+                    port, [body() for _ in range(per_connection)], deadline, out, errors
+                )
+                for _ in range(connections)
+            )
+        )
+        return out, time.perf_counter() - started, len(errors)
+
+    return asyncio.run(main())
+
+
+def load(
+    port: int,
+    key: str,
+    cards: list[str],
+    per_request: int,
+    connections: int,
+    count: int,
+    seconds: float,
+) -> Run:
+    """Run a load in a separate process and return its latencies."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        args = (port, key, cards, per_request, connections, count, seconds, 7)
+        latencies, elapsed, errors = pool.apply(_load, (args,))
+    return Run(latencies, elapsed, errors)
+
+
+# Servers -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """A server process on 127.0.0.1, started and stopped by this script."""
+
+    def __init__(self, command: list[str], env: dict[str, str], port: int) -> None:
+        self.port = port
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=self.log, stderr=self.log
+        )
+
+    def wait_ready(self, path: str = "/readyz", timeout: float = 240.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            try:
+                url = f"http://127.0.0.1:{self.port}{path}"
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.log.seek(0)
+        raise RuntimeError(self.log.read()[-3000:].decode(errors="replace"))
+
+    def worker_rss_mb(self) -> float:
+        """Resident memory of the process that answers requests (largest child)."""
+        import psutil
+
+        parent = psutil.Process(self.process.pid)
+        processes = [parent, *parent.children(recursive=True)]
+        return max(p.memory_info().rss for p in processes) / 2**20
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+def bentoml_server(env_extra: dict[str, str]) -> Server:
+    from serving.cli import serve_command, service_environment
+
+    port = free_port()
+    env = service_environment() | env_extra
+    return Server(serve_command("127.0.0.1", port), env, port)
+
+
+def fastapi_peer() -> Server:
+    from serving.cli import service_environment
+
+    port = free_port()
+    command = [sys.executable, "-m", "benchmarks.bench_serving", "--peer", str(port)]
+    return Server(command, service_environment(), port)
+
+
+def run_fastapi_peer(port: int) -> None:
+    """A bare FastAPI app, one uvicorn worker, calling the same package function."""
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.responses import Response
+
+    from features.settings import Settings
+    from serving.app import Runtime
+    from serving.schemas import RecommendRequest
+    from serving.settings import ServingSettings
+
+    runtime = Runtime.load(Settings(), ServingSettings())
+    scorer = runtime.scorer()
+    app = FastAPI()
+
+    @app.post("/recommend")
+    async def recommend(request: Request) -> Response:
+        body = RecommendRequest.model_validate_json(await request.body())
+        return Response(scorer.recommend(body).model_dump_json())
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", workers=1)
+
+
+# Rows ----------------------------------------------------------------------------
+
+
+def spread(values: list[float]) -> str:
+    """Median and range of repeated figures."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}]"
+
+
+def repeated(runs: list[Run]) -> dict[str, list[float]]:
+    return {
+        "p50": [r.pct(50) for r in runs],
+        "p99": [r.pct(99) for r in runs],
+        "rate": [r.rate for r in runs],
+        "errors": [float(r.errors) for r in runs],
+    }
+
+
+def measure(
+    port: int,
+    key: str,
+    cards: list[str],
+    per: int,
+    conns: int,
+    n: int,
+    s: float,
+    reps: int,
+) -> dict[str, list[float]]:
+    load(port, key, cards, per, conns, max(50, n // 5), s / 3)  # warm-up
+    return repeated([load(port, key, cards, per, conns, n, s) for _ in range(reps)])
+
+
+def print_row(name: str, figures: dict[str, list[float]]) -> None:
+    print(
+        f"  {name:<34} p50 {spread(figures['p50']):>22} ms   "
+        f"p99 {spread(figures['p99']):>22} ms   "
+        f"{spread(figures['rate']):>22} req/s   errors {int(sum(figures['errors']))}"
+    )
+
+
+def feast_peer(cards_keys: list[str], reps: int) -> list[float]:
+    """Latency of stock Feast ``get_online_features`` for 100 cards (ms)."""
+    from features.settings import Settings
+    from features.store import open_store
+
+    settings = Settings()
+    store = open_store(settings)
+    service = store.get_feature_service("needs_v1")
+    rng = random.Random(3)
+    times = []
+    for _ in range(reps):
+        chosen = rng.sample(cards_keys, 100)
+        started = time.perf_counter()
+        store.get_online_features(features=service, entity_rows={"card_key": chosen})
+        times.append(1000 * (time.perf_counter() - started))
+    return times
+
+
+def segment_rows(cards: int, repeats: int) -> None:
+    """Segment preview over ``cards`` made-up scored card holders."""
+    import pandas as pd
+
+    from serving.schemas import SegmentRequest
+    from serving.segments import SegmentIndex, preview, stats_with_pandas
+
+    rng = np.random.default_rng(5)
+    posts = np.array([f"P{i:02d}" for i in range(1, 38)])
+    frame = pd.DataFrame(
+        {
+            "card_key": np.char.add("k", np.arange(cards).astype(str)),
+            "post_id": posts[rng.integers(0, 37, cards)],
+            "country": np.array(["US", "ID", "JP", "BR", "DE"])[
+                rng.integers(0, 5, cards)
+            ],
+            "language": np.array(["en", "id", "ja", "pt", "de", "zh"])[
+                rng.integers(0, 6, cards)
+            ],
+            "age_band": np.array(["18-29", "30-44", "45-59", "60+"])[
+                rng.integers(0, 4, cards)
+            ],
+            "generation": rng.integers(1, 4, cards),
+            "card_status": np.array(["active", "expired"])[rng.integers(0, 2, cards)],
+            "consent_marketing": rng.random(cards) < 0.7,
+        }
+    )
+    for i in range(12):
+        frame[f"p_need{i}"] = rng.beta(1, 8, cards).astype(np.float32)
+    top = pd.DataFrame(
+        {
+            "card_key": np.repeat(frame["card_key"].to_numpy(), 5),
+            "offer_id": np.char.add("O", rng.integers(0, 300, 5 * cards).astype(str)),
+            "rank": np.tile(np.arange(1, 6), cards),
+            "score": rng.random(5 * cards),
+        }
+    )
+    started = time.perf_counter()
+    index = SegmentIndex.from_frames(frame, top)
+    print(f"  index of {cards:,} cards built in {time.perf_counter() - started:.1f} s")
+    queries = [
+        SegmentRequest.model_validate(q)
+        for q in (
+            {"filters": {}},
+            {"filters": {"post_id": ["P01", "P02", "P03"], "consent_marketing": True}},
+            {
+                "filters": {
+                    "age_band": ["60+"],
+                    "need": {"need_id": "need3", "min_propensity": 0.2},
+                }
+            },
+            {"filters": {"language": ["en", "zh"], "generation": [2]}},
+        )
+    ]
+    fast, slow = [], []
+    for i in range(repeats):
+        query = queries[i % len(queries)]
+        started = time.perf_counter()
+        preview(index, query, 10)
+        fast.append(1000 * (time.perf_counter() - started))
+        if i < max(4, repeats // 5):
+            started = time.perf_counter()
+            stats_with_pandas(frame, top, query)
+            slow.append(1000 * (time.perf_counter() - started))
+    print(
+        f"  segment preview (numpy)  p50 {np.percentile(fast, 50):8.1f} ms  "
+        f"p95 {np.percentile(fast, 95):8.1f} ms  ({len(fast)} queries)"
+    )
+    print(
+        f"  same query in pandas     p50 {np.percentile(slow, 50):8.1f} ms  "
+        f"p95 {np.percentile(slow, 95):8.1f} ms  ({len(slow)} queries)"
+    )
+    print(f"  ratio pandas/numpy p50: {np.median(slow) / np.median(fast):.0f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small CI mode")
+    parser.add_argument("--peer", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer:
+        run_fastapi_peer(args.peer)
+        return
+
+    from features.cards import pseudonym
+    from features.settings import Settings
+    from features.warehouse import Warehouse
+    from serving.auth import create_key
+
+    settings = Settings()
+    quick = args.quick
+    reps = 1 if quick else 3
+    n_single, s_single = (100, 10.0) if quick else (2000, 30.0)
+    n_batch, s_batch = (200, 10.0) if quick else (4000, 30.0)
+    n_big = 30 if quick else 400
+    memory_seconds = 5.0 if quick else 60.0
+
+    keys_file = Path(tempfile.mkdtemp()) / "bench_keys.json"
+    key = create_key(keys_file, "admin")
+    os.environ["PRECISION_SERVING_API_KEYS_FILE"] = str(keys_file)
+    numbers = (
+        Warehouse(settings.warehouse_dir)
+        .read_table("card_holders", ["card_number"])["card_number"]
+        .tolist()
+    )
+    print(f"data {settings.data_dir}: {len(numbers):,} card holders; quick={quick}")
+
+    print("\n/recommend through BentoML (ours, tuned) and peers, same data")
+    ours = bentoml_server({})
+    ours.wait_ready()
+    try:
+        one = measure(ours.port, key, numbers, 1, 1, n_single, s_single, reps)
+        print_row("ours: 1 card, 1 connection", one)
+        ten = measure(ours.port, key, numbers, 10, 16, n_batch, s_batch, reps)
+        print_row("ours: 10 cards, 16 connections", ten)
+        big = measure(ours.port, key, numbers, 100, 1, n_big, s_batch, reps)
+        print_row("ours: 100 cards, 1 connection", big)
+        load(ours.port, key, numbers, 10, 16, 400, 5)
+        before = ours.worker_rss_mb()
+        load(ours.port, key, numbers, 10, 16, 10**7, memory_seconds)
+        after = ours.worker_rss_mb()
+        print(
+            f"  worker RSS after warm-up {before:.0f} MB, after {memory_seconds:.0f} s "
+            f"at 16 connections {after:.0f} MB ({100 * (after / before - 1):+.1f} %)"
+        )
+    finally:
+        ours.stop()
+
+    stock = bentoml_server(STOCK_ENV)
+    stock.wait_ready()
+    try:
+        stock_one = measure(stock.port, key, numbers, 1, 1, n_single, s_single, reps)
+        print_row("peer: BentoML stock, 1 card", stock_one)
+    finally:
+        stock.stop()
+
+    peer = fastapi_peer()
+    peer.wait_ready()
+    try:
+        peer_ten = measure(peer.port, key, numbers, 10, 16, n_batch, s_batch, reps)
+        print_row("peer: bare FastAPI, 10 cards, 16 conn", peer_ten)
+    finally:
+        peer.stop()
+
+    keys = [pseudonym(n, settings.secret_bytes) for n in numbers]
+    feast = feast_peer(keys, n_big)
+    feast_p50, feast_p99 = np.percentile(feast, 50), np.percentile(feast, 99)
+    print(
+        f"  peer: stock Feast online read, 100 cards  p50 {feast_p50:.2f} ms   "
+        f"p99 {feast_p99:.2f} ms"
+    )
+
+    print("\nratios")
+    print(
+        f"  1 card p99, ours vs BentoML stock: {np.median(one['p99']):.1f} vs "
+        f"{np.median(stock_one['p99']):.1f} ms (goal <= 10 ms)"
+    )
+    rate_ratio = np.median(ten["rate"]) / np.median(peer_ten["rate"])
+    print(
+        f"  10 cards x 16: rate {rate_ratio:.2f}x of FastAPI (goal >= 0.8x), p99 "
+        f"{np.median(ten['p99']) / np.median(peer_ten['p99']):.2f}x (goal <= 1.5x)"
+    )
+    print(f"  100 cards p99 end to end: {np.median(big['p99']):.1f} ms (goal <= 30 ms)")
+
+    print("\nsegment preview, in process")
+    segment_rows(50_000 if quick else 1_000_000, 20 if quick else 200)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Time and peak memory of generating and storing the synthetic warehouse.
+
+Each measured step runs in a fresh child process so that its peak resident memory
+(``ru_maxrss``) belongs to that step alone.
+
+    python -m benchmarks.bench_warehouse            # default size and 1,000,000 cards
+    python -m benchmarks.bench_warehouse --quick    # 2,000 cards, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_CARDS = 20_000
+LARGE_CARDS = 1_000_000
+QUICK_CARDS = 2_000
+
+
+def _generate_and_write(cards: int, seed: int, directory: str, queue) -> None:
+    """Child process: generate, then store; report seconds and rows."""
+    from features.generator import generate, write_generated
+    from features.warehouse import Warehouse
+
+    started = time.perf_counter()
+    generated = generate(cards=cards, seed=seed)
+    generated_at = time.perf_counter()
+    write_generated(generated, Warehouse(Path(directory)))
+    stored_at = time.perf_counter()
+    events = sum(
+        len(generated.tables[name])
+        for name in ("service_events", "offer_events", "push_events")
+    )
+    queue.put(
+        {
+            "generate_s": generated_at - started,
+            "write_s": stored_at - generated_at,
+            "events": events,
+        }
+    )
+
+
+def measure_generate(cards: int, seed: int = 7) -> dict[str, float]:
+    """Generate and store ``cards`` card holders in a child process.
+
+    Returns:
+        Seconds to generate and to validate and write, event count, and the child's
+        peak resident memory in MiB.
+    """
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    with tempfile.TemporaryDirectory(prefix="bench-warehouse-") as directory:
+        child = context.Process(
+            target=_generate_and_write, args=(cards, seed, directory, queue)
+        )
+        child.start()
+        result = queue.get()
+        child.join()
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result.update(cards=cards, peak_rss_mib=peak_kib / 1024)
+    return result
+
+
+def report(result: dict[str, float]) -> str:
+    """One line per measured size."""
+    return (
+        f"generate {result['cards']:>9,} cards: {result['generate_s']:7.1f} s, "
+        f"validate+write {result['write_s']:6.1f} s, {result['events']:>11,} events, "
+        f"peak RSS {result['peak_rss_mib']:8.0f} MiB"
+    )
+
+
+def main() -> None:
+    """Measure the sizes asked for and print one line each (and JSON with --json)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small CI-size run")
+    parser.add_argument("--cards", type=int, nargs="*", help="sizes to measure")
+    parser.add_argument("--json", action="store_true", help="print JSON lines too")
+    args = parser.parse_args()
+
+    sizes = args.cards or (
+        [QUICK_CARDS] if args.quick else [DEFAULT_CARDS, LARGE_CARDS]
+    )
+    for cards in sizes:
+        result = measure_generate(cards)
+        print(report(result), flush=True)
+        if args.json:
+            print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

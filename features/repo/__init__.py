@@ -1,0 +1,1 @@
+"""The Feast feature repository of the product (see ``definitions.py``)."""

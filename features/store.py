@@ -1,0 +1,459 @@
+"""The Feast feature store: configure, apply, materialize and read features.
+
+The repository's objects come from :mod:`features.repo.definitions`; the
+``feature_store.yaml`` is rendered into ``Settings.feast_dir`` from the settings, so
+the data folder, the online store (SQLite or Redis) and the registry (a file or
+PostgreSQL) are configurable. Training sets come from point-in-time joins through
+one of two engines with identical output: Feast's own retrieval, or a DuckDB ASOF
+join over the same parquet tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from features.errors import ConfigurationError, InputError, NotReadyError
+from features.feature_tables import VIEW_KEYS
+from features.schema import EVENT_TIMESTAMP
+from features.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROJECT = "precision_outreach"
+ENGINES = ("duckdb", "feast")
+MATERIALIZE_ENGINES = ("fast", "feast")
+_ROW = "__entity_row"
+
+
+def render_config(settings: Settings, project: str = DEFAULT_PROJECT) -> dict[str, Any]:
+    """The ``feature_store.yaml`` contents for these settings.
+
+    Raises:
+        ConfigurationError: when the online store is neither SQLite nor Redis.
+    """
+    feast_dir = settings.feast_dir.resolve()
+    if settings.registry_url:
+        registry: dict[str, Any] = {
+            "registry_type": "sql",
+            "path": settings.registry_url,
+            "cache_ttl_seconds": 60,
+        }
+    else:
+        registry = {"path": str(feast_dir / "registry.db"), "cache_ttl_seconds": 60}
+
+    if settings.online_store == "sqlite":
+        online: dict[str, Any] = {
+            "type": "sqlite",
+            "path": str(feast_dir / "online_store.db"),
+        }
+    elif settings.online_store == "redis":
+        online = {"type": "redis", "connection_string": settings.redis_url}
+    else:
+        raise ConfigurationError(
+            f"online_store: expected 'sqlite' or 'redis', got "
+            f"{settings.online_store!r}; set PRECISION_ONLINE_STORE to one of them"
+        )
+    return {
+        "project": project,
+        "provider": "local",
+        "registry": registry,
+        "online_store": online,
+        "offline_store": {"type": "file"},
+        "entity_key_serialization_version": 3,
+    }
+
+
+def open_store(settings: Settings, project: str = DEFAULT_PROJECT) -> FeatureStore:
+    """Render ``feature_store.yaml`` into the Feast folder and open the store."""
+    from feast import FeatureStore
+
+    feast_dir = settings.feast_dir
+    feast_dir.mkdir(parents=True, exist_ok=True)
+    config_path = feast_dir / "feature_store.yaml"
+    text = yaml.safe_dump(render_config(settings, project), sort_keys=False)
+    if not config_path.exists() or config_path.read_text("utf-8") != text:
+        aside = feast_dir / ".feature_store.yaml.partial"
+        aside.write_text(text, "utf-8")
+        aside.replace(config_path)
+    return FeatureStore(repo_path=str(feast_dir))
+
+
+def repo_objects(settings: Settings) -> dict[str, Any]:
+    """The repository's Feast objects over the feature tables of ``settings``."""
+    from features.repo.definitions import feature_repo
+
+    return feature_repo(settings.feature_dir)
+
+
+def apply(settings: Settings, project: str = DEFAULT_PROJECT) -> FeatureStore:
+    """Register entities, feature views and services; create online tables.
+
+    Raises:
+        NotReadyError: when the feature tables have not been built yet.
+    """
+    _require_tables(settings)
+    store = open_store(settings, project)
+    repo = repo_objects(settings)
+    objects = [*repo["entities"], *repo["views"].values(), *repo["services"].values()]
+    started = time.perf_counter()
+    store.apply(objects)
+    logger.info(
+        "applied %d Feast objects to project %s in %.1f s",
+        len(objects),
+        project,
+        time.perf_counter() - started,
+    )
+    return store
+
+
+def _require_tables(settings: Settings) -> None:
+    missing = [
+        view
+        for view in VIEW_KEYS
+        if not (settings.feature_dir / f"{view}.parquet").exists()
+    ]
+    if missing:
+        raise NotReadyError(
+            f"expected feature tables in {settings.feature_dir}, missing "
+            f"{', '.join(missing)}; run 'precision features build' first"
+        )
+
+
+def _service_views(service: str) -> tuple[str, ...]:
+    from features.repo.definitions import SERVICE_VIEWS
+
+    if service not in SERVICE_VIEWS:
+        raise InputError(
+            f"service: expected one of {sorted(SERVICE_VIEWS)}, got {service!r}"
+        )
+    return SERVICE_VIEWS[service]
+
+
+# Materialization ---------------------------------------------------------------
+
+
+def materialize(
+    settings: Settings,
+    progress: bool = True,
+    engine: str = "fast",
+    project: str = DEFAULT_PROJECT,
+    views: Sequence[str] | None = None,
+) -> dict[str, int]:
+    """Load the latest row of every key into the online store.
+
+    Args:
+        settings: where the feature tables and the stores are.
+        progress: show a progress bar on standard error.
+        engine: ``"fast"`` writes the latest rows in bulk in Feast's own online
+            layout; ``"feast"`` runs Feast's stock materialization.
+        project: the Feast project.
+        views: view names to load; every view when omitted.
+
+    Returns:
+        Rows written per view.
+
+    Raises:
+        InputError: for an unknown engine or view.
+    """
+    if engine not in MATERIALIZE_ENGINES:
+        raise InputError(
+            f"engine: expected one of {MATERIALIZE_ENGINES}, got {engine!r}"
+        )
+    names = list(views or VIEW_KEYS)
+    unknown = sorted(set(names) - set(VIEW_KEYS))
+    if unknown:
+        raise InputError(f"views: expected names from {list(VIEW_KEYS)}, got {unknown}")
+    _require_tables(settings)
+    store = open_store(settings, project)
+
+    written = {}
+    for view in names:
+        started = time.perf_counter()
+        if engine == "feast":
+            written[view] = _materialize_stock(store, settings, view)
+        else:
+            from features.online_writer import write_latest_rows
+
+            written[view] = write_latest_rows(
+                store, settings.feature_dir / f"{view}.parquet", view, progress
+            )
+        logger.info(
+            "materialized %s (%s): %d keys in %.1f s",
+            view,
+            engine,
+            written[view],
+            time.perf_counter() - started,
+        )
+    return written
+
+
+def _materialize_stock(store: FeatureStore, settings: Settings, view: str) -> int:
+    """Feast's own materialization over the whole time range of the table."""
+    path = settings.feature_dir / f"{view}.parquet"
+    stamps = pq.read_table(path, columns=[EVENT_TIMESTAMP]).column(0)
+    start = pa.compute.min(stamps).as_py()
+    end = pa.compute.max(stamps).as_py() + pd.Timedelta(seconds=1)
+    store.materialize(start, end, feature_views=[f"{view}_fv"])
+    keys = pq.read_table(path, columns=[VIEW_KEYS[view]]).column(0)
+    return len(pa.compute.unique(keys))
+
+
+# Point-in-time training sets ------------------------------------------------------
+
+
+def historical_features(
+    entity_df: pd.DataFrame,
+    service: str,
+    settings: Settings,
+    engine: str = "duckdb",
+    project: str = DEFAULT_PROJECT,
+) -> pd.DataFrame:
+    """Point-in-time correct features of a feature service for every entity row.
+
+    Each row gets, per feature view, the latest feature row whose
+    ``event_timestamp`` is at or before the row's ``event_timestamp`` (and a feature
+    row at ``t`` was computed from events before ``t``). Naive times are taken as
+    UTC; other zones are converted.
+
+    Args:
+        entity_df: join keys of the service's views, ``event_timestamp`` and any
+            other columns (offer ids, labels), kept as they are.
+        service: a feature service name, e.g. ``"needs_v1"``.
+        settings: where the feature tables (and, for Feast, the store) are.
+        engine: ``"duckdb"`` (an ASOF join on the parquet tables) or ``"feast"``
+            (Feast's ``get_historical_features``); both give identical frames.
+        project: the Feast project (``engine="feast"`` only).
+
+    Returns:
+        Exactly the rows given, in the given order, with the service's features
+        appended.
+
+    Raises:
+        InputError: when a join key or the timestamp column is missing, or the
+            engine or service is unknown.
+    """
+    if engine not in ENGINES:
+        raise InputError(f"engine: expected one of {ENGINES}, got {engine!r}")
+    views = _service_views(service)
+    _check_entity_frame(entity_df, views)
+    _require_tables(settings)
+    started = time.perf_counter()
+    if engine == "duckdb":
+        joined = _historical_duckdb(entity_df, views, settings.feature_dir)
+    else:
+        joined = _historical_feast(entity_df, service, views, settings, project)
+    result = _canonical(joined, views)
+    logger.debug(
+        "historical features (%s) for %d rows in %.2f s",
+        engine,
+        len(result),
+        time.perf_counter() - started,
+    )
+    return result
+
+
+def _check_entity_frame(entity_df: pd.DataFrame, views: Sequence[str]) -> None:
+    needed = [EVENT_TIMESTAMP, *dict.fromkeys(VIEW_KEYS[view] for view in views)]
+    missing = [column for column in needed if column not in entity_df.columns]
+    if missing:
+        raise InputError(
+            f"entity_df: expected columns {needed}, missing {missing}; add them "
+            f"(got {list(entity_df.columns)})"
+        )
+    if _ROW in entity_df.columns:
+        raise InputError(f"entity_df: column name {_ROW!r} is reserved; rename it")
+
+
+def utc_times(values: pd.Series) -> pd.Series:
+    """Timestamps as ``datetime64[ns, UTC]``; naive values are taken as UTC."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    parsed = pd.to_datetime(values)
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        return parsed.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    return parsed.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
+
+
+def _historical_duckdb(
+    entity_df: pd.DataFrame, views: Sequence[str], feature_dir: Path
+) -> pd.DataFrame:
+    """One ASOF LEFT JOIN per view, directly on the feature parquet files."""
+    from features.repo.definitions import feature_names
+
+    keys = list(dict.fromkeys(VIEW_KEYS[view] for view in views))
+    probe = pd.DataFrame({key: entity_df[key].astype(str) for key in keys})
+    probe[EVENT_TIMESTAMP] = utc_times(entity_df[EVENT_TIMESTAMP]).to_numpy()
+    probe[_ROW] = np.arange(len(entity_df))
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.register("entity_rows", probe)
+        selects, joins = [], []
+        for index, view in enumerate(views):
+            alias = f"v{index}"
+            path = str((feature_dir / f"{view}.parquet").resolve()).replace("'", "''")
+            key = VIEW_KEYS[view]
+            selects += [f'{alias}."{name}"' for name in feature_names(view)]
+            joins.append(
+                f"ASOF LEFT JOIN read_parquet('{path}') {alias} "
+                f"ON e.{key} = {alias}.{key} "
+                f"AND e.{EVENT_TIMESTAMP} >= {alias}.{EVENT_TIMESTAMP}"
+            )
+        sql = (
+            f"SELECT e.{_ROW}, {', '.join(selects)} FROM entity_rows e "
+            f"{' '.join(joins)} ORDER BY e.{_ROW}"
+        )
+        features = con.sql(sql).df()
+    finally:
+        con.close()
+    features = features.drop(columns=[_ROW])
+    features.index = entity_df.index
+    return pd.concat([entity_df, features], axis=1)
+
+
+def _historical_feast(
+    entity_df: pd.DataFrame,
+    service: str,
+    views: Sequence[str],
+    settings: Settings,
+    project: str,
+) -> pd.DataFrame:
+    """Feast's retrieval per join key on unique (key, time) rows, joined back.
+
+    Feast's file offline store keeps one row per join key and time of each view
+    (rows of one card at one time with different offers are merged into one) and
+    drops rows that no feature row matches. Asking, per join key, only for unique
+    (key, time) pairs and joining the answers back keeps every row given.
+    """
+    from features.repo.definitions import feature_names
+
+    store = open_store(settings, project)
+    probe = pd.DataFrame({EVENT_TIMESTAMP: utc_times(entity_df[EVENT_TIMESTAMP])})
+    probe.index = entity_df.index
+    features = []
+    for key, key_views in _views_by_key(views).items():
+        probe[key] = entity_df[key].astype(str)
+        pairs = probe[[key, EVENT_TIMESTAMP]].drop_duplicates().reset_index(drop=True)
+        refs = [
+            f"{view}_fv:{name}" for view in key_views for name in feature_names(view)
+        ]
+        found = store.get_historical_features(entity_df=pairs, features=refs).to_df()
+        found[key] = found[key].astype(str)
+        found[EVENT_TIMESTAMP] = utc_times(found[EVENT_TIMESTAMP])
+        names = [ref.split(":")[1] for ref in refs]
+        found = found[[key, EVENT_TIMESTAMP, *names]]
+        _check_unique(found, [key, EVENT_TIMESTAMP], service)
+        joined = probe[[key, EVENT_TIMESTAMP]].merge(
+            found, on=[key, EVENT_TIMESTAMP], how="left"
+        )
+        joined.index = entity_df.index
+        features.append(joined[names])
+    return pd.concat([entity_df, *features], axis=1)
+
+
+def _views_by_key(views: Sequence[str]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for view in views:
+        grouped.setdefault(VIEW_KEYS[view], []).append(view)
+    return grouped
+
+
+def _check_unique(found: pd.DataFrame, columns: list[str], service: str) -> None:
+    if found.duplicated(subset=columns).any():
+        raise NotReadyError(
+            f"point-in-time join for {service}: expected one feature row per "
+            f"{columns}, got duplicates; the feature tables hold a key twice in one "
+            "snapshot, rebuild them with 'precision features build'"
+        )
+
+
+def _canonical(frame: pd.DataFrame, views: Sequence[str]) -> pd.DataFrame:
+    """Give every feature column one dtype whichever engine or store produced it."""
+    from feast.types import Array, Float64, Int64, UnixTimestamp
+
+    from features.repo.definitions import VIEW_FIELDS
+
+    frame = frame.copy()
+    for view in views:
+        for field in VIEW_FIELDS[view]:
+            if field.name not in frame.columns:
+                continue
+            values = frame[field.name]
+            if field.dtype == Int64:
+                frame[field.name] = pd.to_numeric(values).astype("Int64")
+            elif field.dtype == Float64:
+                frame[field.name] = pd.to_numeric(values).astype("float64")
+            elif field.dtype == UnixTimestamp:
+                frame[field.name] = utc_times(values)
+            elif isinstance(field.dtype, Array):
+                frame[field.name] = [_as_list(value) for value in values]
+            else:
+                frame[field.name] = values.astype(object).where(values.notna(), None)
+    return frame
+
+
+def _as_list(value: Any) -> list[str] | None:
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    return [str(item) for item in value]
+
+
+# Online features ----------------------------------------------------------------
+
+
+def online_features(
+    card_keys: Sequence[str] | pd.DataFrame,
+    service: str,
+    settings: Settings,
+    project: str = DEFAULT_PROJECT,
+    store: FeatureStore | None = None,
+) -> pd.DataFrame:
+    """Latest features of a service from the online store, one row per entity.
+
+    Args:
+        card_keys: card pseudonyms, or a frame of the service's join keys (e.g.
+            ``card_key`` and ``offer_id`` for ``offers_v1``).
+        service: a feature service name.
+        settings: where the stores are.
+        project: the Feast project.
+        store: an open store to reuse (saves re-reading the registry).
+
+    Returns:
+        The join keys and features, in the order given; unknown keys get nulls.
+
+    Raises:
+        InputError: when a join key the service needs is missing.
+    """
+    views = _service_views(service)
+    if isinstance(card_keys, pd.DataFrame):
+        entities = card_keys
+    else:
+        entities = pd.DataFrame({"card_key": list(card_keys)})
+    needed = list(dict.fromkeys(VIEW_KEYS[view] for view in views))
+    missing = [key for key in needed if key not in entities.columns]
+    if missing:
+        raise InputError(
+            f"{service} reads features keyed by {needed}; missing {missing}: pass a "
+            "frame with those columns"
+        )
+    store = store or open_store(settings, project)
+    rows = {key: entities[key].astype(str).tolist() for key in needed}
+    response = store.get_online_features(
+        features=store.get_feature_service(service), entity_rows=rows
+    )
+    return _canonical(response.to_df(), views)

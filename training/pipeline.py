@@ -1,0 +1,471 @@
+"""One training run: both models, their holdout evaluation, and MLflow records.
+
+:func:`train` reads the warehouse and the feature store, fits the needs model and
+the offer model on data before the cut-off, evaluates them on the 30 days after it
+beside baselines and the oracle, and logs and registers everything in one MLflow
+run. The run is marked complete only after every step succeeded; promotion ignores
+runs that are not, so a failed or interrupted run never moves an alias.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.feature_tables import build_feature_tables, default_snapshots
+from features.schema import (
+    CARD_KEY,
+    EVENT_TIMESTAMP,
+    NEED_CATEGORIES,
+    OFFER_ID,
+    POST_ID,
+)
+from features.settings import Settings
+from features.warehouse import Warehouse
+from training import plots, tracking
+from training.baselines import CategoryPriorBaseline, LogisticNeedsBaseline
+from training.config import NEEDS_SERVICE, OFFERS_SERVICE, TrainingConfig
+from training.datasets import (
+    NEEDS,
+    LabelSource,
+    TimeSplit,
+    offers_service_frames,
+    point_in_time_features,
+    sample_cards,
+    time_split,
+)
+from training.evaluation import (
+    MODEL,
+    ORACLE,
+    metric_dict,
+    needs_comparison,
+    offers_comparison,
+    oracle_scored,
+    rule_inputs,
+    top_k_lists,
+)
+from training.needs import DEFAULT_DROP_COLUMNS, NeedsModel
+from training.offers import CandidateStage, OfferModel, OfferTrainingData
+from training.ranker import LambdaRankReranker
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+NEEDS_DROP = (*DEFAULT_DROP_COLUMNS, "redeemed_offer_ids")
+FEATURE_SERVICE_VERSION = "v1"
+INPUT_EXAMPLE_ROWS = 3
+
+
+@dataclass
+class TrainingResult:
+    """What one training run produced.
+
+    Attributes:
+        run_id: the MLflow run.
+        versions: registered version per model name.
+        metrics: every logged metric.
+        needs_table: tidy needs metrics (scorer, need_id, metric, value).
+        offers_table: tidy offers metrics (scorer, metric, value).
+        split: the time split used.
+        fingerprint: the warehouse fingerprint.
+    """
+
+    run_id: str
+    versions: dict[str, str]
+    metrics: dict[str, float]
+    needs_table: pd.DataFrame
+    offers_table: pd.DataFrame
+    split: TimeSplit
+    fingerprint: str
+    needs_model: NeedsModel = field(repr=False)
+    offer_model: OfferModel = field(repr=False)
+
+
+@dataclass
+class _Frames:
+    """Feature frames shared by the needs and offer stages."""
+
+    needs_train: pd.DataFrame
+    needs_holdout: pd.DataFrame
+    split: TimeSplit
+
+
+def train(
+    settings: Settings,
+    config: TrainingConfig | None = None,
+    progress: Progress | None = None,
+) -> TrainingResult:
+    """Train, evaluate, log and register both models in one MLflow run.
+
+    Args:
+        settings: where the warehouse, features and tracking store are.
+        config: training configuration; the defaults when omitted.
+        progress: called with a short message as each stage starts.
+
+    Returns:
+        The run, the registered versions and the holdout metrics.
+    """
+    config = config or TrainingConfig()
+    say = progress or (lambda message: None)
+    warehouse = Warehouse(settings.warehouse_dir)
+    source = LabelSource(warehouse, settings.secret_bytes)
+    as_of = warehouse.as_of()
+    split = time_split(
+        config.window.resolve_cutoff(as_of),
+        config.window.horizon_days,
+        config.window.label_windows,
+    )
+    fingerprint = warehouse.fingerprint()
+
+    client = tracking.use_tracking(settings)
+    import mlflow
+
+    with mlflow.start_run(run_name=f"train-{split.cutoff:%Y%m%d}") as run:
+        _log_run_header(config, split, fingerprint)
+
+        say("feature snapshots")
+        ensure_snapshots(settings, warehouse, [*split.train_times, split.cutoff])
+
+        say("needs model")
+        frames = _needs_frames(source, settings, config, split)
+        needs_model, needs_table = _train_needs(frames, source, config)
+
+        say("offer model")
+        offer_model, offers_table, rule_frames = _train_offers(
+            source, settings, config, split, frames, needs_model
+        )
+
+        say("logging metrics and plots")
+        metrics = metric_dict(needs_table, offers_table, config.k)
+        mlflow.log_metrics(metrics)
+        _log_tables_and_plots(
+            needs_table, offers_table, needs_model, offer_model, frames, config
+        )
+
+        say("logging and registering models")
+        versions = _log_and_register(
+            run.info.run_id, needs_model, offer_model, frames, rule_frames
+        )
+        client.set_tag(run.info.run_id, tracking.TAG_RUN_COMPLETE, "true")
+
+    logger.info("training run %s complete: %s", run.info.run_id, versions)
+    return TrainingResult(
+        run_id=run.info.run_id,
+        versions=versions,
+        metrics=metrics,
+        needs_table=needs_table,
+        offers_table=offers_table,
+        split=split,
+        fingerprint=fingerprint,
+        needs_model=needs_model,
+        offer_model=offer_model,
+    )
+
+
+def _log_run_header(config: TrainingConfig, split: TimeSplit, fingerprint: str) -> None:
+    import mlflow
+
+    mlflow.log_params(config.flat_params())
+    mlflow.set_tags(
+        {
+            tracking.TAG_FINGERPRINT: fingerprint,
+            tracking.TAG_HOLDOUT: split.label,
+            tracking.TAG_RUN_COMPLETE: "false",
+            "feature_service.needs": NEEDS_SERVICE,
+            "feature_service.offers": OFFERS_SERVICE,
+            "feature_service.version": FEATURE_SERVICE_VERSION,
+            "cutoff": split.cutoff.isoformat(),
+        }
+    )
+
+
+def ensure_snapshots(
+    settings: Settings, warehouse: Warehouse, times: list[pd.Timestamp]
+) -> None:
+    """Rebuild the feature tables when they lack a snapshot at a label time.
+
+    The default monthly snapshots stay, so the online store's latest values do
+    not change; the label times are added so that every training row is joined
+    to features computed exactly at its own time.
+    """
+    profile = settings.feature_dir / "card_profile.parquet"
+    wanted = {pd.Timestamp(t).tz_convert("UTC") for t in times}
+    if profile.exists():
+        stored = pd.read_parquet(profile, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP]
+        have = set(pd.to_datetime(stored.unique(), utc=True))
+        if wanted <= have:
+            return
+        existing = have
+    else:
+        existing = set(default_snapshots(warehouse.as_of()))
+    snapshots = sorted(existing | wanted)
+    logger.info("rebuilding feature tables with %d snapshots", len(snapshots))
+    build_feature_tables(
+        warehouse, settings.secret_bytes, settings.feature_dir, snapshots
+    )
+
+
+def _needs_frames(
+    source: LabelSource, settings: Settings, config: TrainingConfig, split: TimeSplit
+) -> _Frames:
+    """Point-in-time needs features and labels for training and holdout."""
+    labels = source.need_labels([*split.train_times, split.cutoff], split.horizon)
+    labels = labels.drop(columns=[POST_ID])
+    train_rows = labels[labels[EVENT_TIMESTAMP] < split.cutoff]
+    train_rows = sample_cards(train_rows, config.max_training_cards, config.seed)
+    holdout_rows = labels[labels[EVENT_TIMESTAMP] == split.cutoff]
+
+    train = point_in_time_features(
+        train_rows.reset_index(drop=True), NEEDS_SERVICE, settings
+    )
+    holdout = point_in_time_features(
+        holdout_rows.reset_index(drop=True), NEEDS_SERVICE, settings
+    )
+    logger.info("needs: %d training rows, %d holdout rows", len(train), len(holdout))
+    return _Frames(needs_train=train, needs_holdout=holdout, split=split)
+
+
+def _split_xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return frame.drop(columns=list(NEEDS)), frame[list(NEEDS)].astype(int)
+
+
+def _train_needs(
+    frames: _Frames, source: LabelSource, config: TrainingConfig
+) -> tuple[NeedsModel, pd.DataFrame]:
+    """Fit the needs model and its baselines; compare them on the holdout."""
+    X, Y = _split_xy(frames.needs_train)
+    X_hold, Y_hold = _split_xy(frames.needs_holdout)
+    params = config.needs
+    model = NeedsModel(
+        n_estimators=params.n_estimators,
+        learning_rate=params.learning_rate,
+        num_leaves=params.num_leaves,
+        min_child_samples=params.min_child_samples,
+        calibration=params.calibration,
+        time_column=EVENT_TIMESTAMP,
+        drop_columns=NEEDS_DROP,
+        random_state=config.seed,
+    ).fit(X, Y)
+    prior = CategoryPriorBaseline().fit(X, Y)
+    logistic = LogisticNeedsBaseline(drop_columns=NEEDS_DROP).fit(X, Y)
+
+    scorers = {
+        MODEL: model.predict_proba(X_hold),
+        "baseline_prior": prior.predict_proba(X_hold),
+        "baseline_logistic": logistic.predict_proba(X_hold),
+    }
+    oracle = source.oracle_needs(frames.split)
+    if oracle is not None:
+        keyed = X_hold[[CARD_KEY]].merge(oracle, on=CARD_KEY, how="left")
+        keyed.index = X_hold.index
+        if keyed[list(NEEDS)].notna().all(axis=None):
+            scorers[ORACLE] = keyed[list(NEEDS)]
+    return model, needs_comparison(Y_hold, scorers)
+
+
+@dataclass
+class _RuleFrames:
+    cards: pd.DataFrame
+    offers: pd.DataFrame
+    card_features: pd.DataFrame
+    offer_facts: pd.DataFrame
+    propensities: pd.DataFrame
+
+
+def _train_offers(
+    source: LabelSource,
+    settings: Settings,
+    config: TrainingConfig,
+    split: TimeSplit,
+    frames: _Frames,
+    needs_model: NeedsModel,
+) -> tuple[OfferModel, pd.DataFrame, _RuleFrames]:
+    """Fit the offer model and compare it with its baselines under the rules."""
+    params = config.offers
+    t0 = split.cutoff - split.horizon
+    catalogue = sorted(source.warehouse.read_table("offers", [OFFER_ID])[OFFER_ID])
+    cards_t0 = sorted(source.cards_at([t0])[CARD_KEY])
+    cards_cut = sorted(source.cards_at([split.cutoff])[CARD_KEY])
+    card_t0, offers_t0 = offers_service_frames(settings, cards_t0, catalogue, t0)
+    card_cut, offers_cut = offers_service_frames(
+        settings, cards_cut, catalogue, split.cutoff
+    )
+
+    needs_t0 = frames.needs_train[frames.needs_train[EVENT_TIMESTAMP] == t0]
+    data = OfferTrainingData(
+        interactions_t0=source.interactions_before(t0, params.event_weights),
+        labels_t0=source.offer_labels(t0, split.horizon),
+        card_features_t0=card_t0,
+        propensities_t0=_propensities(needs_model, needs_t0),
+        offer_facts_t0=offers_t0,
+        interactions=source.interactions_before(split.cutoff, params.event_weights),
+        card_features=card_cut,
+        offer_facts=offers_cut,
+    )
+    model = _offer_model(config).fit(data)
+
+    propensities = _propensities(needs_model, frames.needs_holdout)
+    cards, offers = rule_inputs(card_cut, offers_cut)
+    rule_frames = _RuleFrames(cards, offers, card_cut, offers_cut, propensities)
+    table = _evaluate_offers(model, source, config, split, rule_frames, catalogue)
+    return model, table, rule_frames
+
+
+def _offer_model(config: TrainingConfig) -> OfferModel:
+    params = config.offers
+    stage = CandidateStage(
+        candidate_model=params.candidate_model,
+        als_factors=params.als_factors,
+        als_iterations=params.als_iterations,
+        als_regularization=params.als_regularization,
+        als_alpha=params.als_alpha,
+        ease_lambda=params.ease_lambda,
+        min_history=params.min_history,
+        random_state=config.seed,
+    )
+    ranker = LambdaRankReranker(
+        n_estimators=params.ranker_n_estimators,
+        learning_rate=params.ranker_learning_rate,
+        num_leaves=params.ranker_num_leaves,
+        min_child_samples=params.ranker_min_child_samples,
+        max_label=2,
+        eval_at=config.k,
+        random_state=config.seed,
+    )
+    return OfferModel(n_candidates=params.n_candidates, candidate=stage, ranker=ranker)
+
+
+def _propensities(model: NeedsModel, features: pd.DataFrame) -> pd.DataFrame:
+    """``card_key`` and one propensity column per need for feature rows."""
+    if features.empty:
+        return pd.DataFrame(columns=[CARD_KEY, *NEEDS])
+    scored = model.predict_proba(features.drop(columns=list(NEEDS), errors="ignore"))
+    scored.insert(0, CARD_KEY, features[CARD_KEY].to_numpy())
+    return scored.reset_index(drop=True)
+
+
+def _evaluate_offers(
+    model: OfferModel,
+    source: LabelSource,
+    config: TrainingConfig,
+    split: TimeSplit,
+    frames: _RuleFrames,
+    catalogue: list[str],
+) -> pd.DataFrame:
+    """Top-k lists of the model, most popular, ALS alone and the oracle."""
+    relevant = source.offer_labels(split.cutoff, split.horizon)
+    cards = sorted(set(relevant[CARD_KEY]) & set(frames.card_features[CARD_KEY]))
+    card_features = frames.card_features[frames.card_features[CARD_KEY].isin(cards)]
+    n = config.offers.n_candidates
+
+    scored = {
+        MODEL: model.recommend(
+            cards, card_features, frames.propensities, frames.offer_facts, n
+        ),
+        "most_popular": _most_popular(model, cards, n),
+        "als_alone": _collaborative_alone(model, cards, card_features, n),
+    }
+    oracle = oracle_scored(source.oracle_offers(split))
+    if oracle is not None:
+        scored[ORACLE] = oracle[oracle[CARD_KEY].isin(cards)]
+
+    lists = {
+        name: top_k_lists(frame, frames.cards, frames.offers, split.cutoff, config.k)
+        for name, frame in scored.items()
+    }
+    return offers_comparison(
+        lists, relevant[relevant[CARD_KEY].isin(cards)], catalogue, config.k
+    )
+
+
+def _most_popular(model: OfferModel, cards: list[str], n: int) -> pd.DataFrame:
+    """The same most popular offers for every card."""
+    top = model.stage_.overall_popularity_.sort_values(ascending=False).head(n)
+    return pd.DataFrame(
+        {
+            CARD_KEY: np.repeat(cards, len(top)),
+            OFFER_ID: np.tile(top.index.to_numpy(), len(cards)),
+            "score": np.tile(top.to_numpy(), len(cards)),
+        }
+    )
+
+
+def _collaborative_alone(
+    model: OfferModel, cards: list[str], card_features: pd.DataFrame, n: int
+) -> pd.DataFrame:
+    """First-stage candidates in their own order (ALS, with the cold-start top-up)."""
+    candidates = model.stage_.candidates(cards, card_features, n)
+    return candidates.assign(score=-candidates["candidate_rank"].astype(float))
+
+
+def _log_tables_and_plots(
+    needs_table: pd.DataFrame,
+    offers_table: pd.DataFrame,
+    needs_model: NeedsModel,
+    offer_model: OfferModel,
+    frames: _Frames,
+    config: TrainingConfig,
+) -> None:
+    import mlflow
+
+    X_hold, Y_hold = _split_xy(frames.needs_holdout)
+    propensities = needs_model.predict_proba(X_hold)
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        needs_table.to_csv(out / "needs_metrics.csv", index=False)
+        offers_table.to_csv(out / "offers_metrics.csv", index=False)
+        plots.write_all(
+            out,
+            outcomes=Y_hold,
+            propensities=propensities,
+            needs_table=needs_table,
+            offers_table=offers_table,
+            needs_importance=needs_model.feature_importances(),
+            offers_importance=offer_model.feature_importance(),
+            k=config.k,
+        )
+        mlflow.log_artifacts(str(out), artifact_path="evaluation")
+
+
+def _log_and_register(
+    run_id: str,
+    needs_model: NeedsModel,
+    offer_model: OfferModel,
+    frames: _Frames,
+    rule_frames: _RuleFrames,
+) -> dict[str, str]:
+    """Log both models as pyfunc models, then register them."""
+    needs_example = frames.needs_holdout.drop(columns=list(NEEDS)).head(
+        INPUT_EXAMPLE_ROWS
+    )
+    needs_example = needs_example[needs_model.feature_names_]
+    needs_uri = tracking.log_fitted_model(needs_model, "needs_model", needs_example)
+
+    offer_example = _offer_input(rule_frames).head(INPUT_EXAMPLE_ROWS)
+    offer_uri = tracking.log_fitted_model(offer_model, "offer_model", offer_example)
+
+    return {
+        tracking.NEEDS_MODEL: tracking.register(
+            needs_uri, tracking.NEEDS_MODEL, run_id
+        ),
+        tracking.OFFER_MODEL: tracking.register(
+            offer_uri, tracking.OFFER_MODEL, run_id
+        ),
+    }
+
+
+def _offer_input(frames: _RuleFrames) -> pd.DataFrame:
+    """Card features with ``p_<need>`` columns: the offer pyfunc's input."""
+    propensities = frames.propensities.rename(
+        columns={need: f"p_{need}" for need in NEED_CATEGORIES}
+    )
+    features = frames.card_features.drop(
+        columns=["redeemed_offer_ids"], errors="ignore"
+    )
+    return features.merge(propensities, on=CARD_KEY, how="inner")
