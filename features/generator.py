@@ -16,6 +16,7 @@ for the card x offer stage) so 1,000,000 cards fit in memory.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -335,6 +336,7 @@ def generate(
     Returns:
         The tables, the oracle frames and the metadata.
     """
+    started = time.perf_counter()
     say = progress or (lambda message: None)
     as_of = _utc_timestamp(as_of)
     seeds = np.random.SeedSequence(seed).spawn(8)
@@ -385,6 +387,12 @@ def generate(
         "offer_events": offer_events,
         "push_events": push_events,
     }
+    logger.info(
+        "generated %d card holders and %d events in %.1f s",
+        cards,
+        len(services) + len(offer_events) + len(push_events),
+        time.perf_counter() - started,
+    )
     return GeneratedWarehouse(tables, oracle_needs, oracle_offers, meta)
 
 
@@ -564,7 +572,7 @@ def _consents(
             CARD_NUMBER: holders[CARD_NUMBER].take(rows["i"].to_numpy()).to_numpy(),
             "purpose": rows["p"].to_numpy(),
             "granted": rows["granted"].to_numpy(),
-            "recorded_at": _times(rows["at"].to_numpy()).to_numpy(),
+            "recorded_at": _times(rows["at"].to_numpy()).array,
         }
     )
 
@@ -820,19 +828,18 @@ def _sample_categorical(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw ``counts[i]`` columns of row i in proportion to ``weights[i]``.
 
+    Rows whose weights are all zero draw nothing.
+
     Returns:
         Row indices and drawn column indices, one pair per draw.
     """
-    rows = np.flatnonzero(counts)
+    cumulative = np.cumsum(weights, axis=1, dtype=np.float64)
+    totals = cumulative[:, -1]
+    rows = np.flatnonzero((counts > 0) & (totals > 0))
     if rows.size == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    cumulative = np.cumsum(weights[rows], axis=1, dtype=np.float64)
-    totals = cumulative[:, -1:]
-    keep = totals[:, 0] > 0
-    rows, cumulative, totals = rows[keep], cumulative[keep], totals[keep]
-    cumulative = cumulative / totals + np.arange(rows.size)[:, None]
-    repeats = counts[rows]
-    slot = np.repeat(np.arange(rows.size), repeats)
+    cumulative = cumulative[rows] / totals[rows, None] + np.arange(rows.size)[:, None]
+    slot = np.repeat(np.arange(rows.size), counts[rows])
     targets = slot + rng.random(slot.size) * (1 - 1e-12)
     flat_position = np.searchsorted(cumulative.ravel(), targets, side="right")
     columns = flat_position - slot * weights.shape[1]
@@ -900,11 +907,20 @@ def _offer_chunk(
     issued = _ns(holders["issued_at"])
     parts = []
     for period, start in enumerate(starts):
-        period_weights = weights * model.overlap[:, period].astype(np.float32)[None, :]
-        card, offer = _sample_categorical(rng, period_weights, clicks[:, period])
+        valid = np.flatnonzero(model.overlap[:, period] > 0)
+        if valid.size == 0:
+            continue
+        clicked = np.flatnonzero(clicks[:, period])
+        period_weights = weights[np.ix_(clicked, valid)] * model.overlap[valid, period]
+        row, column = _sample_categorical(rng, period_weights, clicks[clicked, period])
+        card, offer = clicked[row], valid[column]
         parts.append(_click_events(rng, model, utility, issued, start, card, offer))
-        available = (period_weights > 0).astype(np.float32)
-        card, offer = _sample_categorical(rng, available, shown[:, period])
+
+        # Impressions: offers valid in the period, shown uniformly, eligible ones kept.
+        card = np.repeat(np.arange(count), shown[:, period])
+        offer = valid[rng.integers(0, valid.size, card.size)]
+        keep = weights[card, offer] > 0
+        card, offer = card[keep], offer[keep]
         times = _uniform_times(rng, model, issued, start, card, offer)
         parts.append((card, offer, np.zeros(card.size, dtype=np.int8), times))
 

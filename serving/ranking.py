@@ -2,10 +2,12 @@
 
 A request's card numbers are checked one by one (a malformed number becomes an
 ``invalid`` result, never a failed batch), turned into keyed pseudonyms, and looked
-up in the Feast online store through a small cache with a freshness bound. The
-champion needs model gives calibrated propensities; the champion offer model ranks
-offers; :func:`training.rules.apply_rules` then applies the same business rules as
-evaluation and batch scoring.
+up in the Feast online store in one call through a small cache with a freshness
+bound (:mod:`serving.online`). A scorer compiled from the champion models at load
+time (:mod:`serving.compiled`) gives calibrated propensities and ranked offers with
+the business rules applied; :meth:`Scorer.reference_offers` is the same answer
+through :meth:`training.offers.OfferModel.recommend` and
+:func:`training.rules.apply_rules`, which tests compare it with.
 
 Statuses per card:
 
@@ -20,9 +22,9 @@ Statuses per card:
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,8 @@ from features.cards import canonical_card_number, pseudonym
 from features.errors import InputError, LimitExceededError, NotReadyError
 from features.schema import CARD_KEY, NEED_CATEGORIES, OFFER_ID
 from features.settings import Settings
+from serving.compiled import CompiledScorer, RankedOffer, frame_rows
+from serving.online import CardRow, FeatureCache, card_frame
 from serving.schemas import (
     CardResult,
     NeedOut,
@@ -58,7 +62,7 @@ MAX_INPUT_ECHO = 40
 UNKNOWN_CARD = "card not known to the service yet; offers popular with card holders"
 NEW_CARD = "no offer history yet; offers popular with similar card holders"
 
-FeatureFetch = Callable[[list[str]], pd.DataFrame]
+__all__ = ["FeatureCache", "Scorer", "card_frame", "frame_rows", "load_scorer"]
 
 
 @dataclass(frozen=True)
@@ -109,67 +113,6 @@ def parse_cards(
     return parsed
 
 
-class FeatureCache:
-    """Online features per card key, reused for at most ``max_age`` seconds.
-
-    Args:
-        fetch: reads features of card keys from the online store (one row per key,
-            in order, nulls for unknown keys).
-        max_age: freshness bound in seconds; 0 reads the store every time.
-        max_size: most cards kept (the oldest entries leave first).
-        clock: monotonic seconds (injectable for tests).
-    """
-
-    def __init__(
-        self,
-        fetch: FeatureFetch,
-        max_age: float,
-        max_size: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.fetch = fetch
-        self.max_age = max_age
-        self.max_size = max_size
-        self.clock = clock
-        self._rows: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
-
-    def get(self, card_keys: list[str]) -> pd.DataFrame:
-        """Features of ``card_keys`` (unique), one row per key, in order."""
-        now = self.clock()
-        missing = [key for key in card_keys if not self._fresh(key, now)]
-        self.hits += len(card_keys) - len(missing)
-        self.misses += len(missing)
-
-        fetched: dict[str, dict[str, Any]] = {}
-        if missing:
-            records = self.fetch(missing).to_dict("records")
-            fetched = dict(zip(missing, records, strict=True))
-            if self.max_age > 0 and self.max_size > 0:
-                for key, row in fetched.items():
-                    self._store(key, now, row)
-
-        rows = [
-            fetched[key] if key in fetched else self._rows[key][1] for key in card_keys
-        ]
-        return pd.DataFrame.from_records(rows)
-
-    def clear(self) -> None:
-        """Forget every cached row."""
-        self._rows.clear()
-
-    def _fresh(self, key: str, now: float) -> bool:
-        entry = self._rows.get(key)
-        return entry is not None and now - entry[0] < self.max_age
-
-    def _store(self, key: str, now: float, row: dict[str, Any]) -> None:
-        self._rows[key] = (now, row)
-        self._rows.move_to_end(key)
-        while len(self._rows) > self.max_size:
-            self._rows.popitem(last=False)
-
-
 @dataclass
 class OfferCatalogue:
     """Offer facts the ranker and rules read, precomputed once per load."""
@@ -213,6 +156,9 @@ class Scorer:
         self.at = at
         self.serving = serving
         self.known_cards = offer_model.known_cards_
+        self.compiled = CompiledScorer(
+            needs_model, offer_model, catalogue.facts, catalogue.rule_offers, at
+        )
 
     def info(self) -> dict[str, Any]:
         """Model versions, feature services and the clock of the rules."""
@@ -257,7 +203,7 @@ class Scorer:
         )
 
     def card_features(self, keys: list[str]) -> pd.DataFrame:
-        """Online features of unique card keys, with the keys as a column."""
+        """Online features of unique card keys as a typed frame, keys as a column."""
         frame = self.features.get(keys)
         frame[CARD_KEY] = keys
         return frame
@@ -268,23 +214,79 @@ class Scorer:
         scored.insert(0, CARD_KEY, features[CARD_KEY].to_numpy())
         return scored.reset_index(drop=True)
 
+    def offers(
+        self, keys: list[str], k: int, exclude: Sequence[str] = ()
+    ) -> dict[str, list[RankedOffer]]:
+        """Kept offers of consented or unknown cards, through the compiled scorer."""
+        rows = self.features.rows(keys)
+        propensities = self.compiled.propensities(rows)
+        offered = [
+            i
+            for i, row in enumerate(rows)
+            if _row_flag(row, "marketing_consent") or not _row_known(row)
+        ]
+        return self.compiled.recommend(
+            [keys[i] for i in offered],
+            [rows[i] for i in offered],
+            propensities[offered],
+            k,
+            exclude,
+        )
+
+    def reference_offers(
+        self, keys: list[str], k: int, exclude: Sequence[str] = ()
+    ) -> dict[str, list[RankedOffer]]:
+        """The same answer as :meth:`offers` through the frame-based pipeline.
+
+        :meth:`training.offers.OfferModel.recommend`, then
+        :func:`training.rules.apply_rules`, as evaluation and batch scoring run
+        them; slow, and kept as the reference the compiled path is tested against.
+        """
+        from training.evaluation import rule_inputs
+        from training.rules import apply_rules
+
+        features = self.card_features(keys)
+        offered = [
+            key
+            for key, known, yes in zip(
+                keys,
+                _known_to_store(features),
+                _flag(features, "marketing_consent"),
+                strict=True,
+            )
+            if yes or not known
+        ]
+        if not offered:
+            return {}
+        chosen = features[features[CARD_KEY].isin(offered)]
+        scored = self.offer_model.recommend(
+            offered,
+            chosen,
+            self.propensities(features),
+            self.catalogue.facts,
+            self.offer_model.n_candidates,
+        )
+        cards, _ = rule_inputs(_for_rules(chosen), self.catalogue.facts.head(0))
+        kept = apply_rules(
+            scored, cards, self.catalogue.rule_offers, self.at, k, exclude=exclude
+        )
+        lists: dict[str, list[RankedOffer]] = {}
+        columns = [CARD_KEY, OFFER_ID, "rank", "score", "reason"]
+        for key, offer, rank, score, reason in kept[columns].itertuples(index=False):
+            lists.setdefault(key, []).append(
+                RankedOffer(int(rank), str(offer), float(score), str(reason))
+            )
+        return lists
+
     def _recommend_keys(
         self, keys: list[str], request: RecommendRequest
     ) -> dict[str, CardResult]:
-        features = self.card_features(keys)
-        known = _known_to_store(features)
-        consent = _flag(features, "marketing_consent")
-        propensities = self.propensities(features)
-
-        offered = [
-            key
-            for key, ok, yes in zip(keys, known, consent, strict=True)
-            if yes or not ok
-        ]
-        ranked = self._ranked_offers(offered, features, propensities, request)
+        rows = self.features.rows(keys)
+        ranked = self.offers(keys, request.k, request.exclude_offers)
         results = {}
-        for key, in_store, consented in zip(keys, known, consent, strict=True):
-            if in_store and not consented:
+        for key, row in zip(keys, rows, strict=True):
+            in_store = _row_known(row)
+            if in_store and not _row_flag(row, "marketing_consent"):
                 results[key] = CardResult(
                     card_number=None,
                     status="no_consent",
@@ -297,71 +299,37 @@ class Scorer:
                 card_number=None,
                 status=status,
                 reason=reason,
-                offers=ranked.get(key, []),
+                offers=self._offer_list(ranked.get(key, [])),
             )
         return results
 
-    def _ranked_offers(
-        self,
-        keys: list[str],
-        features: pd.DataFrame,
-        propensities: pd.DataFrame,
-        request: RecommendRequest,
-    ) -> dict[str, list[OfferOut]]:
-        from training.evaluation import rule_inputs
-        from training.rules import apply_rules
-
-        if not keys:
-            return {}
-        chosen = features[features[CARD_KEY].isin(keys)]
-        scored = self.offer_model.recommend(
-            keys,
-            chosen,
-            propensities,
-            self.catalogue.facts,
-            self.offer_model.n_candidates,
-        )
-        cards, _ = rule_inputs(_for_rules(chosen), self.catalogue.facts.head(0))
-        kept = apply_rules(
-            scored,
-            cards,
-            self.catalogue.rule_offers,
-            self.at,
-            request.k,
-            exclude=request.exclude_offers,
-        )
-        return self._offer_lists(kept)
-
-    def _offer_lists(self, kept: pd.DataFrame) -> dict[str, list[OfferOut]]:
-        lists: dict[str, list[OfferOut]] = {}
-        columns = [CARD_KEY, OFFER_ID, "rank", "score", "reason"]
-        for key, offer, rank, score, reason in kept[columns].itertuples(index=False):
-            title, partner = self.catalogue.titles.get(offer, (offer, ""))
-            lists.setdefault(key, []).append(
+    def _offer_list(self, kept: list[RankedOffer]) -> list[OfferOut]:
+        out = []
+        for offer in kept:
+            title, partner = self.catalogue.titles.get(
+                offer.offer_id, (offer.offer_id, "")
+            )
+            out.append(
                 OfferOut(
-                    rank=int(rank),
-                    offer_id=str(offer),
+                    rank=offer.rank,
+                    offer_id=offer.offer_id,
                     title=title,
                     partner=partner,
-                    score=round(float(score), 6),
-                    reason=str(reason),
+                    score=round(offer.score, 6),
+                    reason=offer.reason,
                 )
             )
-        return lists
+        return out
 
     def _needs_keys(self, keys: list[str], top: int | None) -> dict[str, CardResult]:
-        features = self.card_features(keys)
-        known = _known_to_store(features)
-        consent = _flag(features, "analytics_consent")
-        propensities = self.propensities(features)
-        need_ids = [c for c in propensities.columns if c != CARD_KEY]
-        values = propensities[need_ids].to_numpy(np.float64)
+        rows = self.features.rows(keys)
+        values = self.compiled.propensities(rows)
+        need_ids = self.compiled.needs.need_ids
 
         results = {}
-        for row, (key, in_store, consented) in enumerate(
-            zip(keys, known, consent, strict=True)
-        ):
-            if in_store and not consented:
+        for row_number, (key, row) in enumerate(zip(keys, rows, strict=True)):
+            in_store = _row_known(row)
+            if in_store and not _row_flag(row, "analytics_consent"):
                 results[key] = CardResult(
                     card_number=None,
                     status="no_consent",
@@ -370,12 +338,12 @@ class Scorer:
                 )
                 continue
             status, reason = self._status(key, in_store)
-            order = np.argsort(-values[row], kind="stable")[:top]
+            order = np.argsort(-values[row_number], kind="stable")[:top]
             needs = [
                 NeedOut(
                     need_id=need_ids[i],
                     label=NEED_CATEGORIES.get(need_ids[i], need_ids[i]),
-                    propensity=round(float(values[row, i]), 6),
+                    propensity=round(float(values[row_number, i]), 6),
                 )
                 for i in order
             ]
@@ -390,6 +358,20 @@ class Scorer:
         if key not in self.known_cards:
             return "cold_start", NEW_CARD
         return "ok", None
+
+
+def _row_known(row: CardRow) -> bool:
+    """The online store holds a profile for the card (unknown keys read None)."""
+    return row.get("card_status") is not None
+
+
+def _row_flag(row: CardRow, column: str) -> bool:
+    value = row.get(column)
+    try:
+        number = float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    return not math.isnan(number) and number > 0
 
 
 def _unique_keys(parsed: list[ParsedCard]) -> list[str]:
@@ -478,20 +460,14 @@ def load_scorer(settings: Settings, serving: ServingSettings) -> Scorer:
         NotReadyError: when a champion, the online store or the warehouse is
             missing.
     """
-    from features.store import online_features, open_store
+    from serving.online import OnlineReader, open_serving_store
     from training.evaluation import rule_inputs
     from training.tracking import load_champion
 
     started = time.perf_counter()
     needs_model, needs_version = load_champion(NEEDS_MODEL, settings)
     offer_model, offer_version = load_champion(OFFER_MODEL, settings)
-    try:
-        store = open_store(settings)
-    except Exception as error:  # Feast raises many kinds; all mean "not built"
-        raise NotReadyError(
-            f"expected a Feast repo in {settings.feast_dir}, could not open it "
-            f"({error}); run 'precision features build'"
-        ) from error
+    store = open_serving_store(settings)
 
     offers = _offer_table(settings)
     facts = read_offer_facts(settings, offers[OFFER_ID].tolist(), store)
@@ -501,11 +477,9 @@ def load_scorer(settings: Settings, serving: ServingSettings) -> Scorer:
         for o, t, p in offers[[OFFER_ID, "title", "partner"]].itertuples(index=False)
     }
 
-    def fetch(keys: list[str]) -> pd.DataFrame:
-        return online_features(keys, CARD_SERVICE, settings, store=store)
-
+    reader = OnlineReader(store, CARD_SERVICE)
     cache = FeatureCache(
-        fetch, serving.feature_cache_seconds, serving.feature_cache_size
+        reader.card_rows, serving.feature_cache_seconds, serving.feature_cache_size
     )
     scorer = Scorer(
         needs_model=needs_model,

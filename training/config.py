@@ -76,7 +76,7 @@ class NeedsConfig(_Strict):
 class OffersConfig(_Strict):
     """Hyperparameters of the offer model: candidate stage and re-ranker."""
 
-    candidate_model: Literal["als", "ease"] = "als"
+    candidate_model: Literal["als", "ease"] = "ease"
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {"impression": 0.1, "click": 1.0, "redemption": 3.0}
     )

@@ -121,7 +121,7 @@ class CandidateStage:
 
     def __init__(
         self,
-        candidate_model: str = "als",
+        candidate_model: str = "ease",
         als_factors: int = 32,
         als_iterations: int = 15,
         als_regularization: float = 0.05,
@@ -140,7 +140,11 @@ class CandidateStage:
         self.random_state = random_state
 
     def fit(
-        self, interactions: pd.DataFrame, card_features: pd.DataFrame, offers: list[str]
+        self,
+        interactions: pd.DataFrame,
+        card_features: pd.DataFrame,
+        offers: list[str],
+        offer_needs: pd.Series | None = None,
     ) -> CandidateStage:
         """Fit the collaborative model and the popularity tables.
 
@@ -148,6 +152,8 @@ class CandidateStage:
             interactions: ``card_key, offer_id, weight``.
             card_features: ``card_key, post_id, age`` of the cards (segments).
             offers: the offer catalogue (column order of the matrix).
+            offer_needs: need id of each offer, indexed by offer id (``''`` or
+                missing when the offer serves no need).
 
         Returns:
             The fitted stage.
@@ -168,7 +174,74 @@ class CandidateStage:
         self.collaborative_ = self._collaborative().fit(self.user_items_)
         self.popularity_ = PopularityRecommender(binary=True).fit(self.user_items_)
         self._fit_segments(known, card_features)
+        self._fit_need_shares(offer_needs)
         return self
+
+    def _fit_need_shares(self, offer_needs: pd.Series | None) -> None:
+        """Share of each card's interaction weight on offers of each need."""
+        needs = list(NEED_CATEGORIES)
+        lookup = {need: j for j, need in enumerate(needs)}
+        mapped = (
+            pd.Series(self.offers_).map(offer_needs).map(lookup)
+            if offer_needs is not None
+            else pd.Series(np.nan, index=range(len(self.offers_)))
+        )
+        self.offer_need_index_ = mapped.fillna(-1).astype(int).to_numpy()
+        has_need = self.offer_need_index_ >= 0
+        offer_need = sparse.csr_matrix(
+            (
+                np.ones(int(has_need.sum()), dtype=np.float32),
+                (np.flatnonzero(has_need), self.offer_need_index_[has_need]),
+            ),
+            shape=(len(self.offers_), len(needs)),
+        )
+        by_need = np.asarray((self.user_items_ @ offer_need).todense())
+        totals = np.asarray(self.user_items_.sum(axis=1)).ravel()
+        self.card_need_share_ = (
+            by_need / np.where(totals > 0, totals, 1.0)[:, None]
+        ).astype(np.float32)
+
+    def pair_features(
+        self, card_rows: np.ndarray, offer_columns: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Features of (card, offer) pairs that the fitted stage knows.
+
+        Args:
+            card_rows: the card's row in the fitted matrix per pair, -1 when unknown.
+            offer_columns: the offer's column per pair, -1 when unknown.
+
+        Returns:
+            ``past_weight`` (the card's interaction weight with the offer),
+            ``collaborative_score`` (the collaborative model's score, NaN for cards
+            without interactions) and ``need_share`` (share of the card's
+            interaction weight on offers of the same need), one value per pair.
+        """
+        card_rows = np.asarray(card_rows, dtype=np.int64)
+        offer_columns = np.asarray(offer_columns, dtype=np.int64)
+        known = (card_rows >= 0) & (offer_columns >= 0)
+        out = {
+            "past_weight": np.zeros(len(card_rows)),
+            "collaborative_score": np.full(len(card_rows), np.nan),
+            "need_share": np.zeros(len(card_rows)),
+        }
+        if not known.any():
+            return out
+        users, items = card_rows[known], offer_columns[known]
+        out["past_weight"][known] = np.asarray(
+            self.user_items_[users, items], dtype=np.float64
+        ).ravel()
+
+        warm = known.copy()
+        warm[known] = self.history_[users] > 0
+        if warm.any():
+            out["collaborative_score"][warm] = self.collaborative_.score_items(
+                card_rows[warm], offer_columns[warm], self.user_items_
+            )
+        need = self.offer_need_index_[items]
+        share = np.zeros(len(users))
+        share[need >= 0] = self.card_need_share_[users[need >= 0], need[need >= 0]]
+        out["need_share"][known] = share
+        return out
 
     def _collaborative(self) -> ALSRecommender | EASERecommender:
         if self.candidate_model == "als":
@@ -314,6 +387,17 @@ class CandidateStage:
         )
 
 
+def offer_needs(offer_facts: pd.DataFrame) -> pd.Series:
+    """Need id of every offer, indexed by offer id (``''`` for no need)."""
+    if OFFER_NEED not in offer_facts.columns:
+        return pd.Series(dtype=object)
+    facts = offer_facts.drop_duplicates(OFFER_ID)
+    return pd.Series(
+        facts[OFFER_NEED].fillna("").astype(str).to_numpy(),
+        index=facts[OFFER_ID].astype(str).to_numpy(),
+    )
+
+
 def _ranked(scores: pd.Series, n: int) -> list[tuple[str, float]]:
     """The ``n`` offers with the highest positive scores, best first."""
     positive = scores[scores > 0].sort_values(ascending=False, kind="stable")
@@ -361,7 +445,10 @@ class OfferModel:
         template = self.candidate or CandidateStage()
         offers = sorted(data.offer_facts[OFFER_ID].astype(str).unique())
         stage_t0 = _clone_stage(template).fit(
-            data.interactions_t0, data.card_features_t0, offers
+            data.interactions_t0,
+            data.card_features_t0,
+            offers,
+            offer_needs(data.offer_facts_t0),
         )
         cards_t0 = data.card_features_t0[CARD_KEY].astype(str).tolist()
         rows = self._candidate_rows(
@@ -390,11 +477,38 @@ class OfferModel:
             grades[with_positive.to_numpy()],
             training[CARD_KEY].to_numpy(),
         )
+        return self.refit_candidates(
+            data.interactions, data.card_features, data.offer_facts
+        )
+
+    def refit_candidates(
+        self,
+        interactions: pd.DataFrame,
+        card_features: pd.DataFrame,
+        offer_facts: pd.DataFrame,
+    ) -> OfferModel:
+        """Refit the candidate stage on newer data; the re-ranker stays as trained.
+
+        The re-ranker's features are relative (scores, shares, propensities), so it
+        carries over to a candidate stage fitted on every interaction up to a later
+        time: card holders active since the first fit then get personal offers
+        instead of the cold-start path.
+
+        Args:
+            interactions: ``card_key, offer_id, weight`` up to the new time.
+            card_features: offers_v1 card features at the new time (segments).
+            offer_facts: offers_v1 offer features at the new time.
+
+        Returns:
+            The model with the refitted candidate stage.
+        """
+        template = self.candidate or CandidateStage()
+        offers = sorted(offer_facts[OFFER_ID].astype(str).unique())
         self.stage_ = _clone_stage(template).fit(
-            data.interactions, data.card_features, offers
+            interactions, card_features, offers, offer_needs(offer_facts)
         )
         self.known_cards_ = frozenset(self.stage_.cards_)
-        self.offer_facts_ = data.offer_facts.reset_index(drop=True)
+        self.offer_facts_ = offer_facts.reset_index(drop=True)
         return self
 
     def recommend(
@@ -518,7 +632,12 @@ def candidate_features(
     table = propensity_table(propensities)
     rows["need_propensity"] = _offer_need_propensity(rows, table)
     rows["max_propensity"] = rows[CARD_KEY].map(table.max(axis=1)).astype(float)
-    rows["past_weight"] = _past_weight(stage, rows)
+    pairs = stage.pair_features(
+        rows[CARD_KEY].map(stage.card_index_).fillna(-1).astype(int).to_numpy(),
+        rows[OFFER_ID].map(stage.offer_index_).fillna(-1).astype(int).to_numpy(),
+    )
+    for name, values in pairs.items():
+        rows[name] = values
     rows["offer_popularity"] = (
         rows[OFFER_ID].map(stage.overall_popularity_).astype(float)
     )
@@ -561,16 +680,6 @@ def _offer_need_propensity(rows: pd.DataFrame, table: pd.DataFrame) -> np.ndarra
     keys = pd.MultiIndex.from_arrays([rows[CARD_KEY], needs.astype(str)])
     found = stacked.reindex(keys).to_numpy(dtype=float)
     return np.where(np.isnan(found), out, found)
-
-
-def _past_weight(stage: CandidateStage, rows: pd.DataFrame) -> np.ndarray:
-    """Interaction weight of the card with the candidate offer before the fit."""
-    user = rows[CARD_KEY].map(stage.card_index_).fillna(-1).astype(int).to_numpy()
-    item = rows[OFFER_ID].map(stage.offer_index_).fillna(-1).astype(int).to_numpy()
-    out = np.zeros(len(rows))
-    ok = (user >= 0) & (item >= 0)
-    out[ok] = np.asarray(stage.user_items_[user[ok], item[ok]]).ravel()
-    return out
 
 
 def _segment_share(
@@ -625,7 +734,7 @@ def _reasons(rows: pd.DataFrame) -> list[str]:
             reasons.append(f"matches your interest in {NEED_CATEGORIES[need]}")
         elif source == "collaborative":
             reasons.append("similar card holders liked this")
-        elif source == "post":
+        elif source in ("post", POST_ID):
             reasons.append("popular with card holders of your post")
         elif source == "age_band":
             reasons.append("popular with card holders of your age")

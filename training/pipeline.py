@@ -96,6 +96,38 @@ class _Frames:
     split: TimeSplit
 
 
+@dataclass
+class _RuleFrames:
+    cards: pd.DataFrame
+    offers: pd.DataFrame
+    card_features: pd.DataFrame
+    offer_facts: pd.DataFrame
+    propensities: pd.DataFrame
+
+
+@dataclass
+class Evaluation:
+    """Both models fitted before the cut-off and their holdout comparison.
+
+    Attributes:
+        split: the time split used.
+        needs_model: the fitted needs model.
+        offer_model: the fitted offer model (candidates refitted up to ``as_of``).
+        needs_table: tidy needs metrics (scorer, need_id, metric, value).
+        offers_table: tidy offers metrics (scorer, metric, value).
+        metrics: the flat metric names logged to MLflow.
+    """
+
+    split: TimeSplit
+    needs_model: NeedsModel = field(repr=False)
+    offer_model: OfferModel = field(repr=False)
+    needs_table: pd.DataFrame
+    offers_table: pd.DataFrame
+    metrics: dict[str, float]
+    frames: _Frames = field(repr=False)
+    rule_frames: _RuleFrames = field(repr=False)
+
+
 def train(
     settings: Settings,
     config: TrainingConfig | None = None,
@@ -114,13 +146,7 @@ def train(
     config = config or TrainingConfig()
     say = progress or (lambda message: None)
     warehouse = Warehouse(settings.warehouse_dir)
-    source = LabelSource(warehouse, settings.secret_bytes)
-    as_of = warehouse.as_of()
-    split = time_split(
-        config.window.resolve_cutoff(as_of),
-        config.window.horizon_days,
-        config.window.label_windows,
-    )
+    split = split_for(warehouse, config)
     fingerprint = warehouse.fingerprint()
 
     client = tracking.use_tracking(settings)
@@ -128,29 +154,26 @@ def train(
 
     with mlflow.start_run(run_name=f"train-{split.cutoff:%Y%m%d}") as run:
         _log_run_header(config, split, fingerprint)
-
-        say("feature snapshots")
-        ensure_snapshots(settings, warehouse, [*split.train_times, split.cutoff])
-
-        say("needs model")
-        frames = _needs_frames(source, settings, config, split)
-        needs_model, needs_table = _train_needs(frames, source, config)
-
-        say("offer model")
-        offer_model, offers_table, rule_frames = _train_offers(
-            source, settings, config, split, frames, needs_model
-        )
+        done = fit_and_evaluate(settings, config, progress)
 
         say("logging metrics and plots")
-        metrics = metric_dict(needs_table, offers_table, config.k)
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(done.metrics)
         _log_tables_and_plots(
-            needs_table, offers_table, needs_model, offer_model, frames, config
+            done.needs_table,
+            done.offers_table,
+            done.needs_model,
+            done.offer_model,
+            done.frames,
+            config,
         )
 
         say("logging and registering models")
         versions = _log_and_register(
-            run.info.run_id, needs_model, offer_model, frames, rule_frames
+            run.info.run_id,
+            done.needs_model,
+            done.offer_model,
+            done.frames,
+            done.rule_frames,
         )
         client.set_tag(run.info.run_id, tracking.TAG_RUN_COMPLETE, "true")
 
@@ -158,13 +181,69 @@ def train(
     return TrainingResult(
         run_id=run.info.run_id,
         versions=versions,
-        metrics=metrics,
-        needs_table=needs_table,
-        offers_table=offers_table,
+        metrics=done.metrics,
+        needs_table=done.needs_table,
+        offers_table=done.offers_table,
         split=split,
         fingerprint=fingerprint,
+        needs_model=done.needs_model,
+        offer_model=done.offer_model,
+    )
+
+
+def split_for(warehouse: Warehouse, config: TrainingConfig) -> TimeSplit:
+    """The configured time split of a warehouse."""
+    return time_split(
+        config.window.resolve_cutoff(warehouse.as_of()),
+        config.window.horizon_days,
+        config.window.label_windows,
+    )
+
+
+def fit_and_evaluate(
+    settings: Settings,
+    config: TrainingConfig | None = None,
+    progress: Progress | None = None,
+) -> Evaluation:
+    """Fit both models before the cut-off and compare them on the holdout.
+
+    Nothing is logged: :func:`train` records the result in MLflow.
+
+    Args:
+        settings: where the warehouse and features are.
+        config: training configuration; the defaults when omitted.
+        progress: called with a short message as each stage starts.
+
+    Returns:
+        The fitted models and their holdout metrics beside baselines and oracle.
+    """
+    config = config or TrainingConfig()
+    say = progress or (lambda message: None)
+    warehouse = Warehouse(settings.warehouse_dir)
+    source = LabelSource(warehouse, settings.secret_bytes)
+    split = split_for(warehouse, config)
+
+    say("feature snapshots")
+    times = [*split.train_times, split.cutoff, warehouse.as_of()]
+    ensure_snapshots(settings, warehouse, times)
+
+    say("needs model")
+    frames = _needs_frames(source, settings, config, split)
+    needs_model, needs_table = _train_needs(frames, source, config)
+
+    say("offer model")
+    offer_model, offers_table, rule_frames = _train_offers(
+        source, settings, config, split, frames, needs_model
+    )
+    return Evaluation(
+        split=split,
         needs_model=needs_model,
         offer_model=offer_model,
+        needs_table=needs_table,
+        offers_table=offers_table,
+        metrics=metric_dict(needs_table, offers_table, config.k),
+        frames=frames,
+        rule_frames=rule_frames,
     )
 
 
@@ -231,6 +310,21 @@ def _needs_frames(
     return _Frames(needs_train=train, needs_holdout=holdout, split=split)
 
 
+def _needs_model(config: TrainingConfig) -> NeedsModel:
+    """An unfitted needs model with the configured settings."""
+    params = config.needs
+    return NeedsModel(
+        n_estimators=params.n_estimators,
+        learning_rate=params.learning_rate,
+        num_leaves=params.num_leaves,
+        min_child_samples=params.min_child_samples,
+        calibration=params.calibration,
+        time_column=EVENT_TIMESTAMP,
+        drop_columns=NEEDS_DROP,
+        random_state=config.seed,
+    )
+
+
 def _split_xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame.drop(columns=list(NEEDS)), frame[list(NEEDS)].astype(int)
 
@@ -241,17 +335,7 @@ def _train_needs(
     """Fit the needs model and its baselines; compare them on the holdout."""
     X, Y = _split_xy(frames.needs_train)
     X_hold, Y_hold = _split_xy(frames.needs_holdout)
-    params = config.needs
-    model = NeedsModel(
-        n_estimators=params.n_estimators,
-        learning_rate=params.learning_rate,
-        num_leaves=params.num_leaves,
-        min_child_samples=params.min_child_samples,
-        calibration=params.calibration,
-        time_column=EVENT_TIMESTAMP,
-        drop_columns=NEEDS_DROP,
-        random_state=config.seed,
-    ).fit(X, Y)
+    model = _needs_model(config).fit(X, Y)
     prior = CategoryPriorBaseline().fit(X, Y)
     logistic = LogisticNeedsBaseline(drop_columns=NEEDS_DROP).fit(X, Y)
 
@@ -267,15 +351,6 @@ def _train_needs(
         if keyed[list(NEEDS)].notna().all(axis=None):
             scorers[ORACLE] = keyed[list(NEEDS)]
     return model, needs_comparison(Y_hold, scorers)
-
-
-@dataclass
-class _RuleFrames:
-    cards: pd.DataFrame
-    offers: pd.DataFrame
-    card_features: pd.DataFrame
-    offer_facts: pd.DataFrame
-    propensities: pd.DataFrame
 
 
 def _train_offers(
@@ -297,12 +372,11 @@ def _train_offers(
         settings, cards_cut, catalogue, split.cutoff
     )
 
-    needs_t0 = frames.needs_train[frames.needs_train[EVENT_TIMESTAMP] == t0]
     data = OfferTrainingData(
         interactions_t0=source.interactions_before(t0, params.event_weights),
         labels_t0=source.offer_labels(t0, split.horizon),
         card_features_t0=card_t0,
-        propensities_t0=_propensities(needs_model, needs_t0),
+        propensities_t0=_propensities_before(needs_model, frames, config, t0),
         offer_facts_t0=offers_t0,
         interactions=source.interactions_before(split.cutoff, params.event_weights),
         card_features=card_cut,
@@ -314,7 +388,34 @@ def _train_offers(
     cards, offers = rule_inputs(card_cut, offers_cut)
     rule_frames = _RuleFrames(cards, offers, card_cut, offers_cut, propensities)
     table = _evaluate_offers(model, source, config, split, rule_frames, catalogue)
+
+    as_of = source.warehouse.as_of()
+    if as_of > split.cutoff:
+        _refit_to(model, source, settings, config, catalogue, as_of)
     return model, table, rule_frames
+
+
+def _refit_to(
+    model: OfferModel,
+    source: LabelSource,
+    settings: Settings,
+    config: TrainingConfig,
+    catalogue: list[str],
+    at: pd.Timestamp,
+) -> None:
+    """Refit the evaluated model's candidate stage on every interaction before ``at``.
+
+    The holdout metrics belong to the model fitted before the cut-off; the model
+    that is registered and served also knows the card holders of the holdout
+    window, so recently active cards get personal offers instead of cold start.
+    """
+    cards = sorted(source.cards_at([at])[CARD_KEY])
+    card_features, offer_facts = offers_service_frames(settings, cards, catalogue, at)
+    interactions = source.interactions_before(at, config.offers.event_weights)
+    model.refit_candidates(interactions, card_features, offer_facts)
+    logger.info(
+        "offer candidates refitted on %d interactions before %s", len(interactions), at
+    )
 
 
 def _offer_model(config: TrainingConfig) -> OfferModel:
@@ -339,6 +440,28 @@ def _offer_model(config: TrainingConfig) -> OfferModel:
         random_state=config.seed,
     )
     return OfferModel(n_candidates=params.n_candidates, candidate=stage, ranker=ranker)
+
+
+def _propensities_before(
+    model: NeedsModel, frames: _Frames, config: TrainingConfig, t0: pd.Timestamp
+) -> pd.DataFrame:
+    """Out-of-sample need propensities at ``t0`` for the re-ranker's training rows.
+
+    The needs model of the run learned from the label window that starts at
+    ``t0``, so its propensities there are in-sample and sharper than any it gives
+    later. A model of the same settings fitted only on the windows that end by
+    ``t0`` scores those rows instead, as the served model scores new ones.
+    """
+    train = frames.needs_train
+    rows_t0 = train[train[EVENT_TIMESTAMP] == t0]
+    earlier = train[train[EVENT_TIMESTAMP] < t0]
+    if earlier.empty:
+        # Known shortcoming: one label window leaves only in-sample propensities.
+        logger.warning("no label window before %s; propensities are in-sample", t0)
+        return _propensities(model, rows_t0)
+    X, Y = _split_xy(earlier.reset_index(drop=True))
+    before = _needs_model(config).fit(X, Y)
+    return _propensities(before, rows_t0)
 
 
 def _propensities(model: NeedsModel, features: pd.DataFrame) -> pd.DataFrame:

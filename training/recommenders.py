@@ -1,4 +1,4 @@
-"""Candidate generators for the offer model: popularity, implicit ALS, EASE, a blend.
+"""Candidate generators for the offer model: popularity, ALS, EASE, RP3beta, a blend.
 
 Every recommender is an estimator: parameters are stored as given in ``__init__`` and
 checked in ``fit``; learned state ends in an underscore; ``fit`` returns ``self``.
@@ -420,6 +420,61 @@ class EASERecommender(_Recommender):
         return matrix
 
 
+class RP3betaRecommender(_Recommender):
+    """Random walks of three steps, item to user to item (Paudel et al., 2017).
+
+    The transition from item ``i`` to item ``j`` is the chance of walking from ``i``
+    to a user who took it and on to ``j``, each step drawn by interaction weight and
+    raised to ``alpha``; dividing by the popularity of ``j`` raised to ``beta`` keeps
+    the most popular offers from winning every list. A user's scores are their
+    interaction row times the transition matrix (a square of the catalogue size).
+
+    Args:
+        alpha: exponent on each step's transition probability.
+        beta: popularity penalty on the target item; 0 leaves it out.
+    """
+
+    def __init__(self, alpha: float = 0.8, beta: float = 0.4) -> None:
+        self.alpha = alpha
+        self.beta = beta
+
+    def _check_params(self) -> None:
+        _require_non_negative("beta", self.beta)
+        if not isinstance(self.alpha, int | float) or self.alpha <= 0:
+            raise InputError(
+                f"alpha must be a positive number; got {self.alpha!r}; try 0.5 to 1"
+            )
+
+    def _fit(self, user_items: sparse.csr_matrix) -> None:
+        matrix = user_items.astype(np.float64)
+        matrix.eliminate_zeros()
+        user_to_item = _row_normalised(matrix).power(self.alpha)
+        item_to_user = _row_normalised(matrix.T.tocsr()).power(self.alpha)
+
+        weights = (item_to_user @ user_to_item).toarray()
+        popularity = np.asarray(matrix.sum(axis=0)).ravel()
+        weights /= np.maximum(popularity, 1e-12)[None, :] ** self.beta
+        weights[np.diag_indices_from(weights)] = 0.0
+        if not np.isfinite(weights).all():
+            raise ModelFitError(
+                "RP3beta weights must be finite after fitting; got NaN or infinite "
+                "values; lower beta"
+            )
+        self.item_weights_ = weights.astype(np.float32)
+
+    def _check_history(
+        self, user_ids: np.ndarray, user_items: sparse.csr_matrix
+    ) -> None:
+        empty = user_ids[_row_nonzero_counts(user_items)[user_ids] == 0]
+        _raise_cold(type(self).__name__, empty, "have no interactions in user_items")
+
+    def _score_block(
+        self, user_ids: np.ndarray, user_items: sparse.csr_matrix
+    ) -> np.ndarray:
+        rows = user_items[user_ids].astype(np.float32)
+        return np.asarray(rows @ self.item_weights_)
+
+
 class BlendRecommender(_Recommender):
     """A weighted sum of other recommenders' per-user standardised scores.
 
@@ -472,6 +527,13 @@ def _row_nonzero_counts(user_items: sparse.csr_matrix) -> np.ndarray:
     nonzero = user_items.data != 0
     row_of_entry = np.repeat(np.arange(user_items.shape[0]), np.diff(user_items.indptr))
     return np.bincount(row_of_entry[nonzero], minlength=user_items.shape[0])
+
+
+def _row_normalised(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    """Each row divided by its sum; empty rows stay empty."""
+    sums = np.asarray(matrix.sum(axis=1)).ravel()
+    scale = np.divide(1.0, sums, out=np.zeros_like(sums), where=sums > 0)
+    return sparse.csr_matrix(sparse.diags(scale) @ matrix)
 
 
 def _mask_seen(scores: np.ndarray, rows: sparse.csr_matrix) -> None:

@@ -19,13 +19,11 @@ TEST_SECRET = "model-tests-secret-0123456789"
 
 
 def small_config(**overrides) -> TrainingConfig:
-    """Few trees and sweeps: the model layer stays fast."""
+    """Few trees: the model layer stays fast."""
     values = {
         "seed": 5,
-        "needs": {"n_estimators": 60, "num_leaves": 7},
+        "needs": {"n_estimators": 40, "num_leaves": 7},
         "offers": {
-            "als_iterations": 8,
-            "als_factors": 16,
             "ranker_n_estimators": 40,
             "ranker_num_leaves": 7,
             "n_candidates": 30,
@@ -33,6 +31,14 @@ def small_config(**overrides) -> TrainingConfig:
     }
     values.update(overrides)
     return TrainingConfig.model_validate(values)
+
+
+def weak_config() -> TrainingConfig:
+    """One tree per model whose leaves need more rows than exist: flat scores."""
+    return small_config(
+        needs={"n_estimators": 1, "min_child_samples": 1_000_000},
+        offers={"ranker_n_estimators": 1, "n_candidates": 30},
+    )
 
 
 @dataclass
@@ -73,11 +79,19 @@ def trained_run(model_workspace: ModelWorkspace):
 
 
 @pytest.fixture(scope="session")
-def repeated_run(model_workspace: ModelWorkspace, trained_run):
-    """A second run with the same seed and data (registers version 2)."""
+def repeated_evaluation(model_workspace: ModelWorkspace, trained_run):
+    """The same configuration and data fitted and evaluated again (not logged)."""
+    from training.pipeline import fit_and_evaluate
+
+    return fit_and_evaluate(model_workspace.settings, small_config())
+
+
+@pytest.fixture(scope="session")
+def weak_run(model_workspace: ModelWorkspace, trained_run):
+    """A deliberately weak run after the first (registers version 2 of both)."""
     from training.pipeline import train
 
-    return train(model_workspace.settings, small_config())
+    return train(model_workspace.settings, weak_config())
 
 
 def data_folder(workspace: ModelWorkspace) -> Path:
@@ -88,3 +102,9 @@ def data_folder(workspace: ModelWorkspace) -> Path:
 def make_config():
     """Build a small training configuration with overrides."""
     return small_config
+
+
+@pytest.fixture(scope="session")
+def make_weak_config():
+    """Build the deliberately weak training configuration."""
+    return weak_config

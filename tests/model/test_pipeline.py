@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from features.schema import CARD_NUMBER
+from features.schema import CARD_KEY, CARD_NUMBER
+from features.warehouse import Warehouse
 from training import tracking
 from training.cli import format_report
 
@@ -35,9 +36,14 @@ def test_needs_model_beats_the_category_prior_and_keeps_up_with_logistic(
     assert model < metrics["needs.oracle.macro.roc_auc"]
 
 
-def test_offer_model_beats_most_popular_on_ndcg(trained_run):
+def test_offer_model_beats_most_popular_and_the_candidates_alone_on_ndcg(
+    trained_run,
+):
     metrics = trained_run.metrics
-    assert metrics["offers.ndcg_at_10"] > metrics["offers.most_popular.ndcg_at_10"]
+    model = metrics["offers.ndcg_at_10"]
+    assert model > metrics["offers.most_popular.ndcg_at_10"]
+    assert model > metrics["offers.als_alone.ndcg_at_10"]
+    assert model < metrics["offers.oracle.ndcg_at_10"]
 
 
 def test_report_shows_the_gap_to_the_oracle(trained_run):
@@ -76,5 +82,28 @@ def test_a_card_without_interactions_gets_only_cold_start_offers(trained_run):
     assert out["reason"].str.len().gt(0).all()
 
 
-def test_same_seed_gives_the_same_metrics(trained_run, repeated_run):
-    assert repeated_run.metrics == pytest.approx(trained_run.metrics)
+def test_same_seed_gives_the_same_metrics(trained_run, repeated_evaluation):
+    assert repeated_evaluation.metrics == pytest.approx(trained_run.metrics)
+
+
+def test_registered_offer_model_knows_the_cards_active_after_the_cutoff(
+    trained_run, model_workspace
+):
+    from training.config import TrainingConfig
+    from training.datasets import LabelSource
+
+    source = LabelSource(
+        Warehouse(model_workspace.settings.warehouse_dir),
+        model_workspace.settings.secret_bytes,
+    )
+    weights = TrainingConfig().offers.event_weights
+    before = set(
+        source.interactions_before(trained_run.split.cutoff, weights)[CARD_KEY]
+    )
+    recent = set(
+        source.interactions_before(source.warehouse.as_of(), weights)[CARD_KEY]
+    )
+    assert recent - before, (
+        "the small warehouse has no card first active after the cutoff"
+    )
+    assert recent <= trained_run.offer_model.known_cards_

@@ -28,30 +28,16 @@ def test_first_promotion_makes_the_champion(trained_run, model_workspace):
     assert fitted.known_cards_ == trained_run.offer_model.known_cards_
 
 
-def test_an_equal_candidate_on_the_same_holdout_is_promoted(
-    trained_run, repeated_run, model_workspace
-):
-    decision = tracking.promote(tracking.NEEDS_MODEL, model_workspace.settings)
-    assert decision.version == repeated_run.versions[tracking.NEEDS_MODEL]
-    assert decision.promoted, decision.reason
-
-
 def test_a_worse_candidate_is_refused_and_the_reason_recorded(
-    repeated_run, model_workspace, make_config
+    trained_run, weak_run, model_workspace
 ):
-    # Leaves that need more rows than exist: every propensity is the same.
-    weak = make_config(
-        needs={"n_estimators": 1, "min_child_samples": 1_000_000},
-        offers={"ranker_n_estimators": 1, "als_iterations": 1, "n_candidates": 30},
-    )
-    worse = pipeline.train(model_workspace.settings, weak)
     before = _champion(model_workspace, tracking.NEEDS_MODEL)
 
     decision = tracking.promote(
         tracking.NEEDS_MODEL, model_workspace.settings, tolerance=0.0
     )
 
-    assert decision.version == worse.versions[tracking.NEEDS_MODEL]
+    assert decision.version == weak_run.versions[tracking.NEEDS_MODEL]
     assert not decision.promoted
     assert _champion(model_workspace, tracking.NEEDS_MODEL) == before
     client = MlflowClient(model_workspace.tracking_uri)
@@ -60,8 +46,20 @@ def test_a_worse_candidate_is_refused_and_the_reason_recorded(
     assert "champion" in tags[tracking.TAG_REASON]
 
 
+def test_a_worse_candidate_within_the_tolerance_is_promoted(
+    trained_run, weak_run, model_workspace
+):
+    decision = tracking.promote(
+        tracking.OFFER_MODEL, model_workspace.settings, tolerance=1.0
+    )
+
+    assert decision.version == weak_run.versions[tracking.OFFER_MODEL]
+    assert decision.promoted, decision.reason
+    assert _champion(model_workspace, tracking.OFFER_MODEL) == decision.version
+
+
 def test_an_interrupted_run_moves_no_alias(
-    repeated_run, model_workspace, monkeypatch, make_config
+    weak_run, model_workspace, monkeypatch, make_weak_config
 ):
     for name in tracking.MODEL_NAMES:
         tracking.promote(name, model_workspace.settings)
@@ -72,7 +70,7 @@ def test_an_interrupted_run_moves_no_alias(
 
     monkeypatch.setattr(pipeline, "_train_offers", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.train(model_workspace.settings, make_config())
+        pipeline.train(model_workspace.settings, make_weak_config())
     for name in tracking.MODEL_NAMES:
         tracking.promote(name, model_workspace.settings)
 

@@ -13,6 +13,7 @@ from training.recommenders import (
     ColdStartError,
     EASERecommender,
     PopularityRecommender,
+    RP3betaRecommender,
     has_history,
 )
 
@@ -52,9 +53,10 @@ FACTORIES = {
     "popularity": PopularityRecommender,
     "als": make_als,
     "ease": lambda: EASERecommender(l2=1.0),
+    "rp3beta": lambda: RP3betaRecommender(alpha=0.8, beta=0.3),
     "blend": make_blend,
 }
-PERSONALISED = ["als", "ease", "blend"]
+PERSONALISED = ["als", "ease", "rp3beta", "blend"]
 
 
 @pytest.fixture(params=list(FACTORIES), ids=list(FACTORIES))
@@ -231,9 +233,18 @@ def test_negative_weights_are_refused() -> None:
         (ALSRecommender(factors=0), "factors must be a positive integer"),
         (ALSRecommender(alpha=-1.0), "alpha must be a non-negative number"),
         (EASERecommender(l2=0), "l2 must be a positive number"),
+        (RP3betaRecommender(alpha=0), "alpha must be a positive number"),
+        (RP3betaRecommender(beta=-1.0), "beta must be a non-negative number"),
         (BlendRecommender([EASERecommender()], [1.0, 2.0]), "equal length"),
     ],
-    ids=["als-factors", "als-alpha", "ease-l2", "blend-weights"],
+    ids=[
+        "als-factors",
+        "als-alpha",
+        "ease-l2",
+        "rp3beta-alpha",
+        "rp3beta-beta",
+        "blend-weights",
+    ],
 )
 def test_bad_parameters_are_refused_at_fit(model, message) -> None:
     with pytest.raises(InputError, match=message):
