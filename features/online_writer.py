@@ -6,9 +6,12 @@ each distinct value of a column is converted and serialised once with Feast's ow
 conversion and reused. SQLite gets a bulk load into Feast's table layout (one row per
 entity key and feature, the value as a serialised protobuf): the rows go, sorted by
 key, into a fresh table in one transaction that then replaces the live table, so a
-reader sees either the old load or the new one, never half of one. Any other online
-store gets the reused values through its own ``online_write_batch`` in chunks. Either
-way Feast's standard online read serves the result.
+reader sees either the old load or the new one, never half of one. A single Redis
+server gets Feast's hash layout as raw pipelined HSET commands assembled from pieces
+encoded once per distinct value (each key is overwritten whole per view, so a reader
+sees a card's old or new row of a view). Any other online store gets the reused
+values through its own ``online_write_batch`` in chunks. Either way Feast's standard
+online read serves the result.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sqlite3
+import struct
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -83,6 +87,8 @@ def write_latest_rows(
     with _ProgressBar(view, table.num_rows, progress) as advance:
         if store.config.online_store.type == "sqlite":
             _load_sqlite(store, feature_view, table, advance)
+        elif _plain_redis(store):
+            _load_redis(store, feature_view, table, advance)
         else:
             online_store = store._get_provider().online_store
             for start in range(0, table.num_rows, CHUNK_KEYS):
@@ -252,13 +258,7 @@ def _sorted_entity_keys(
     store: FeatureStore, key: str, values: pa.ChunkedArray
 ) -> tuple[np.ndarray, list[bytes]]:
     """Row order by serialised entity key, and the serialised keys in that order."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
-
-    version = store.config.entity_key_serialization_version
-    serialised = [
-        serialize_entity_key(entity_key, entity_key_serialization_version=version)
-        for entity_key in _entity_keys(store, key, values)
-    ]
+    serialised = serialised_entity_keys(store, key, values.to_pylist())
     order = sorted(range(len(serialised)), key=serialised.__getitem__)
     return np.array(order, dtype=np.int64), [serialised[i] for i in order]
 
@@ -310,6 +310,148 @@ def _sqlite_times(chunk: pa.Table) -> list[Any]:
         sqlite3.adapt(to_naive_utc(stamp)) for stamp in encoded.dictionary.to_pylist()
     ]
     return [adapted[i] for i in encoded.indices.to_numpy()]
+
+
+def serialised_entity_keys(
+    store: FeatureStore, key: str, values: list[str]
+) -> list[bytes]:
+    """Feast's serialised entity keys of single string join key values.
+
+    Feast's encoding of a one-key entity is a prefix fixed by the join key, the
+    value's length and the value's UTF-8 bytes; the prefix is taken from Feast's
+    own encoding of an empty value, and the first key is checked against Feast.
+
+    Raises:
+        ConfigurationError: when Feast encodes keys differently from that.
+    """
+    from feast.infra.key_encoding_utils import serialize_entity_key
+
+    version = store.config.entity_key_serialization_version
+    empty = _entity_keys(store, key, pa.array([""]))[0]
+    prefix = serialize_entity_key(empty, entity_key_serialization_version=version)
+    prefix = prefix[: -len(_LENGTH.pack(0))]
+    serialised = []
+    for value in values:
+        encoded = value.encode("utf-8")
+        serialised.append(prefix + _LENGTH.pack(len(encoded)) + encoded)
+
+    if values:
+        first = _entity_keys(store, key, pa.array(values[:1]))[0]
+        expected = serialize_entity_key(first, entity_key_serialization_version=version)
+        if serialised[0] != expected:
+            raise ConfigurationError(
+                f"entity key encoding: expected Feast to encode {key}={values[0]!r} "
+                f"as {serialised[0]!r}, got {expected!r}; materialize with "
+                "'--engine feast' or pin the Feast version the project was built on"
+            )
+    return serialised
+
+
+_LENGTH = struct.Struct("<I")
+
+
+def _plain_redis(store: FeatureStore) -> bool:
+    """Whether the online store is a single Redis server (not a cluster)."""
+    config = store.config.online_store
+    return config.type == "redis" and str(config.redis_type.value) == "redis"
+
+
+def _load_redis(
+    store: FeatureStore,
+    feature_view: FeatureView,
+    table: pa.Table,
+    advance: Callable[[int], None],
+) -> None:
+    """Write the rows in Feast's Redis layout, as raw pipelined HSET commands.
+
+    Feast keeps one hash per entity and project: the key is the serialised
+    entity key followed by the project name, each feature is a field named by
+    the murmur3 hash of ``<view>:<feature>`` holding the serialised value, and
+    ``_ts:<view>`` holds the event time. The commands of a chunk are joined into
+    one buffer from pieces encoded once per distinct value.
+    """
+    from feast.infra.online_stores.helpers import (
+        compute_versioned_name,
+        get_online_store_from_config,
+    )
+
+    config = store.config
+    name = compute_versioned_name(
+        feature_view, config.registry.enable_online_feature_view_versioning
+    )
+    key = VIEW_KEYS[name.removesuffix("_fv")]
+    ttl = config.online_store.key_ttl_seconds
+    redis_store = get_online_store_from_config(config.online_store)
+    # The client of Feast's own Redis store, so its connection string applies.
+    client = redis_store._get_client(config.online_store)
+    connection = client.connection_pool.get_connection()
+    try:
+        for start in range(0, table.num_rows, CHUNK_KEYS):
+            chunk = table.slice(start, CHUNK_KEYS)
+            keys = serialised_entity_keys(store, key, chunk.column(key).to_pylist())
+            keys = [entity_key + config.project.encode() for entity_key in keys]
+            commands = _hset_commands(feature_view, name, chunk, keys, ttl)
+            connection.send_packed_command([commands], check_health=False)
+            for _ in range(len(keys) * (2 if ttl else 1)):
+                connection.read_response()
+            advance(chunk.num_rows)
+    finally:
+        client.connection_pool.release(connection)
+
+
+def _hset_commands(
+    feature_view: FeatureView,
+    name: str,
+    chunk: pa.Table,
+    keys: list[bytes],
+    ttl: int | None,
+) -> bytes:
+    """One HSET per key (and an EXPIRE when keys expire) in Redis' wire format."""
+    from feast.infra.online_stores.helpers import _mmh3
+
+    features = feature_view.features
+    pieces = np.empty((chunk.num_rows, len(features) + 2), dtype=object)
+    fields = 1 + len(features)
+    pieces[:, 0] = [
+        b"*%d\r\n$4\r\nHSET\r\n%s" % (2 + 2 * fields, _bulk(k)) for k in keys
+    ]
+    times = _redis_times(chunk)
+    pieces[:, 1] = [_bulk(f"_ts:{name}".encode()) + stamp for stamp in times]
+    for position, feature in enumerate(features, start=2):
+        codes, protos = distinct_values(
+            chunk.column(feature.name), feature.dtype.to_value_type()
+        )
+        field = _bulk(_mmh3(f"{name}:{feature.name}"))
+        encoded = np.empty(len(protos), dtype=object)
+        encoded[:] = [field + _bulk(proto.SerializeToString()) for proto in protos]
+        pieces[:, position] = encoded[codes]
+    if ttl:
+        expire = np.empty((chunk.num_rows, 1), dtype=object)
+        expire[:, 0] = [
+            b"*3\r\n$6\r\nEXPIRE\r\n%s%s" % (_bulk(k), _bulk(b"%d" % ttl)) for k in keys
+        ]
+        pieces = np.hstack([pieces, expire])
+    return b"".join(pieces.ravel())
+
+
+def _bulk(value: bytes) -> bytes:
+    """A Redis bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _redis_times(chunk: pa.Table) -> list[bytes]:
+    """Event times as the bulk strings of Feast's serialised timestamps."""
+    from feast.utils import make_tzaware, to_naive_utc
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    column = chunk.column(EVENT_TIMESTAMP).cast(pa.timestamp("us", tz="UTC"))
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    distinct = []
+    for stamp in encoded.dictionary.to_pylist():
+        message = Timestamp()
+        message.FromDatetime(make_tzaware(to_naive_utc(stamp)))
+        distinct.append(_bulk(message.SerializeToString()))
+    return [distinct[i] for i in encoded.indices.to_numpy()]
 
 
 def _record_interval(

@@ -465,9 +465,9 @@ def online_features(
     plan = _read_plan(store, service)
     keys = {key: _key_strings(entities[key]) for key in needed}
 
+    cells = [view.read(store.config, keys[view.join_key]) for view in plan.views]
     columns: dict[str, Any] = {key: np.array(keys[key], dtype=object) for key in needed}
-    for view in plan.views:
-        columns.update(view.read(store.config, keys[view.join_key]))
+    columns.update(plan.columns(np.hstack(cells)))
     return _frame(columns)
 
 
@@ -492,27 +492,17 @@ def _frame(columns: dict[str, Any]) -> pd.DataFrame:
 
 
 class _ViewRead:
-    """How to read one feature view of a service and type its columns."""
+    """How to read one feature view of a service from the online store."""
 
     def __init__(self, online_store: Any, feature_view: Any, fields: list) -> None:
-        from feast.types import Array, Float64, Int64, UnixTimestamp
-
         self.online_store = online_store
         self.feature_view = feature_view
         self.join_key = VIEW_KEYS[feature_view.name.removesuffix("_fv")]
+        self.fields = fields
         self.names = [field.name for field in fields]
-        kinds = {Int64: "int", Float64: "float", UnixTimestamp: "time"}
-        self.kinds = [
-            "list" if isinstance(field.dtype, Array) else kinds.get(field.dtype, "obj")
-            for field in fields
-        ]
-        self.positions = {
-            kind: [i for i, found in enumerate(self.kinds) if found == kind]
-            for kind in ("int", "float", "time", "list", "obj")
-        }
 
-    def read(self, config: Any, values: list[str]) -> dict[str, Any]:
-        """Typed columns of this view for the given join key values, in order."""
+    def read(self, config: Any, values: list[str]) -> np.ndarray:
+        """Plain values of this view's features, one row per join key value."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
@@ -521,8 +511,9 @@ class _ViewRead:
             EntityKey(join_keys=[self.join_key], entity_values=[Value(string_val=v)])
             for v in distinct
         ]
+        # A copy: Feast's Redis reader appends to the list of names it is given.
         found = self.online_store.online_read(
-            config, self.feature_view, entity_keys, self.names
+            config, self.feature_view, entity_keys, list(self.names)
         )
 
         by_value = {value: row for value, (_, row) in zip(distinct, found, strict=True)}
@@ -531,32 +522,7 @@ class _ViewRead:
         cells.ravel()[:] = [
             _python_value(row.get(name)) for row in rows for name in self.names
         ]
-        return self._typed_columns(cells)
-
-    def _typed_columns(self, cells: np.ndarray) -> dict[str, Any]:
-        """Columns with the dtypes :func:`_canonical` gives, whole kinds at once."""
-        missing = np.equal(cells, None)
-        columns: dict[str, Any] = {}
-        ints = self.positions["int"]
-        if ints:
-            numbers = np.where(missing[:, ints], 0, cells[:, ints]).astype(np.int64)
-            for index, position in enumerate(ints):
-                columns[self.names[position]] = pd.arrays.IntegerArray(
-                    numbers[:, index], missing[:, position]
-                )
-        floats = self.positions["float"]
-        if floats:
-            reals = np.where(missing[:, floats], np.nan, cells[:, floats])
-            reals = reals.astype(np.float64)
-            for index, position in enumerate(floats):
-                columns[self.names[position]] = reals[:, index]
-        for position in self.positions["time"]:
-            columns[self.names[position]] = _time_column(cells[:, position])
-        for position in self.positions["list"]:
-            columns[self.names[position]] = _list_column(cells[:, position])
-        for position in self.positions["obj"]:
-            columns[self.names[position]] = cells[:, position]
-        return {name: columns[name] for name in self.names}
+        return cells
 
 
 class _ReadPlan:
@@ -564,6 +530,7 @@ class _ReadPlan:
 
     def __init__(self, store: FeatureStore, service: str) -> None:
         from feast.infra.online_stores.helpers import get_online_store_from_config
+        from feast.types import Array, Float64, Int64, UnixTimestamp
 
         from features.repo.definitions import VIEW_FIELDS
 
@@ -572,10 +539,48 @@ class _ReadPlan:
         self.views = []
         for projection in feature_service.feature_view_projections:
             feature_view = store.get_feature_view(projection.name)
-            wanted = {feature.name for feature in projection.features}
             view = projection.name.removesuffix("_fv")
-            fields = [field for field in VIEW_FIELDS[view] if field.name in wanted]
+            by_name = {field.name: field for field in VIEW_FIELDS[view]}
+            fields = [by_name[feature.name] for feature in projection.features]
             self.views.append(_ViewRead(online_store, feature_view, fields))
+
+        fields = [field for view in self.views for field in view.fields]
+        self.names = [field.name for field in fields]
+        kinds = {Int64: "int", Float64: "float", UnixTimestamp: "time"}
+        found = [
+            "list" if isinstance(field.dtype, Array) else kinds.get(field.dtype, "obj")
+            for field in fields
+        ]
+        self.positions = {
+            kind: [i for i, one in enumerate(found) if one == kind]
+            for kind in ("int", "float", "time", "list", "obj")
+        }
+
+    def columns(self, cells: np.ndarray) -> dict[str, Any]:
+        """Columns with the dtypes :func:`_canonical` gives, whole kinds at once."""
+        missing = np.equal(cells, None)
+        columns: dict[str, Any] = {}
+        ints = self.positions["int"]
+        if ints:
+            numbers = np.where(missing[:, ints], 0, cells[:, ints]).astype(np.int64)
+            numbers, masks = numbers.T.copy(), missing[:, ints].T.copy()
+            for index, position in enumerate(ints):
+                columns[self.names[position]] = pd.arrays.IntegerArray(
+                    numbers[index], masks[index]
+                )
+        floats = self.positions["float"]
+        if floats:
+            reals = np.where(missing[:, floats], np.nan, cells[:, floats])
+            reals = reals.astype(np.float64).T.copy()
+            for index, position in enumerate(floats):
+                columns[self.names[position]] = reals[index]
+        for position in self.positions["time"]:
+            columns[self.names[position]] = _time_column(cells[:, position])
+        for position in self.positions["list"]:
+            columns[self.names[position]] = _list_column(cells[:, position])
+        for position in self.positions["obj"]:
+            columns[self.names[position]] = cells[:, position]
+        return {name: columns[name] for name in self.names}
 
 
 _NO_ROW: dict[str, Any] = {}

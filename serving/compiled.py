@@ -21,7 +21,7 @@ and asserts identical top-k lists.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,12 +35,21 @@ if TYPE_CHECKING:
     from training.offers import CandidateStage, OfferModel
 
 ACTIVE = "active"
+# Key under which a cached card row carries its need propensities: they depend on
+# the row alone, so they are computed once per store read, not once per request.
+PROPENSITIES = "__propensities__"
+# Key under which a card row keeps its scored offers that pass the rules which do
+# not depend on the request (all but exclusions, diversity and k), best first.
+ELIGIBLE = "__eligible__"
 MAX_PER_CATEGORY = 2
 DERIVED = (
     "candidate_score",
     "need_propensity",
     "max_propensity",
     "past_weight",
+    "collaborative_score",
+    "need_share",
+    "need_z",
     "offer_popularity",
     "post_popularity",
     "age_band_popularity",
@@ -86,6 +95,13 @@ def _number(value: Any) -> float:
         return math.nan
 
 
+def _code(lookup: dict[str, int], value: Any) -> float:
+    """Fit-time code of a categorical value; NaN for missing or unseen."""
+    if value is None or value is pd.NA:
+        return math.nan
+    return lookup.get(str(value), math.nan)
+
+
 def age_band_of(age: float) -> str:
     """The age band label of one age, as :func:`training.offers.age_band` gives."""
     from training.offers import AGE_BANDS
@@ -119,16 +135,12 @@ class CompiledNeeds:
     def matrix(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
         """The encoded feature matrix of ``rows`` in the model's feature order."""
         out = np.empty((len(rows), len(self.names)), dtype=np.float64)
-        for i, row in enumerate(rows):
-            for j, name in enumerate(self.names):
-                value = row.get(name)
-                lookup = self.lookups.get(name)
-                if lookup is None:
-                    out[i, j] = _number(value)
-                elif value is None or value is pd.NA:
-                    out[i, j] = math.nan
-                else:
-                    out[i, j] = lookup.get(str(value), math.nan)
+        for j, name in enumerate(self.names):
+            lookup = self.lookups.get(name)
+            if lookup is None:
+                out[:, j] = [_number(row.get(name)) for row in rows]
+            else:
+                out[:, j] = [_code(lookup, row.get(name)) for row in rows]
         return out
 
     def propensities(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -287,6 +299,7 @@ class CompiledOffers:
         self.names = list(model.feature_names_)
         self.booster = model.ranker_.booster_
         self.best_iteration = model.ranker_.best_iteration_
+        self.need_scale = getattr(model, "need_scale_", None)
         self.n = min(model.n_candidates, len(stage.offers_))
         offer_names = [n for n in self.names if n.startswith("o_")]
         self.offers = _OfferTables(stage, facts, rule_offers, at, offer_names)
@@ -295,6 +308,8 @@ class CompiledOffers:
         self.sources = {name: i for i, name in enumerate((*SOURCES, POST_ID))}
         self.source_codes = np.array([*range(len(SOURCES)), np.nan])
         self.card_numeric = numeric_card_features()
+        self.reason_texts: list[str] = []
+        self.reason_codes: dict[str, int] = {}
 
         self.segment_share: dict[str, dict[str, np.ndarray]] = {}
         self.segment_lists: dict[str, dict[str, list[tuple[int, float]]]] = {}
@@ -337,18 +352,42 @@ class CompiledOffers:
         Returns:
             Kept offers by card key, best first; cards with none are absent.
         """
-        if not card_keys:
-            return {}
+        pending = [i for i, row in enumerate(rows) if ELIGIBLE not in row]
+        if pending:
+            self._rank_eligible(
+                [card_keys[i] for i in pending],
+                [rows[i] for i in pending],
+                need_ids,
+                propensities[pending],
+            )
+        excluded = set(exclude)
+        result: dict[str, list[RankedOffer]] = {}
+        for key, row in zip(card_keys, rows, strict=True):
+            chosen = self._top(row[ELIGIBLE], k, excluded)
+            if chosen:
+                result[key] = chosen
+        return result
+
+    def _rank_eligible(
+        self,
+        card_keys: list[str],
+        rows: Sequence[dict[str, Any]],
+        need_ids: list[str],
+        propensities: np.ndarray,
+    ) -> None:
+        """Score every candidate of each card and keep, in each card's row, those
+        that pass the rules which do not depend on the request, best first.
+        """
         table = self._propensity_table(need_ids, propensities)
         candidates = self._candidates(card_keys, rows)
-        if not candidates.card:
-            return {}
-        matrix = self._features(card_keys, rows, candidates, table)
-        # One thread: OpenMP start-up costs more than 50 rows of trees take.
-        scores = self.booster.predict(
-            matrix, num_iteration=self.best_iteration, num_threads=1
-        )
-        return self._kept(card_keys, rows, candidates, table, scores, k, set(exclude))
+        scores = np.zeros(0)
+        if candidates.card:
+            matrix = self._features(card_keys, rows, candidates, table)
+            # One thread: OpenMP start-up costs more than a few rows of trees take.
+            scores = self.booster.predict(
+                matrix, num_iteration=self.best_iteration, num_threads=1
+            )
+        self._eligible(rows, candidates, table, scores)
 
     @staticmethod
     def _propensity_table(need_ids: list[str], values: np.ndarray) -> np.ndarray:
@@ -451,6 +490,7 @@ class CompiledOffers:
         table: np.ndarray,
     ) -> np.ndarray:
         from features.schema import POST_ID
+        from training.offers import need_z
 
         card = np.asarray(found.card, dtype=np.int64)
         offer = np.asarray(found.offer, dtype=np.int64)
@@ -484,7 +524,12 @@ class CompiledOffers:
             "candidate_score": np.asarray(found.score, dtype=np.float64),
             "need_propensity": need_propensity,
             "max_propensity": best[card],
-            "past_weight": self._past_weight(card_keys, card, offer),
+            "need_z": need_z(
+                need_propensity,
+                [self.offers.need[o] for o in found.offer],
+                self.need_scale,
+            ),
+            **self._pair_features(card_keys, card, offer),
             "offer_popularity": self.offers.popularity[offer],
             "post_popularity": self._share(POST_ID, posts, card, offer),
             "age_band_popularity": self._share("age_band", bands, card, offer),
@@ -502,18 +547,13 @@ class CompiledOffers:
                 matrix[:, j] = derived[name]
         return matrix
 
-    def _past_weight(
+    def _pair_features(
         self, card_keys: list[str], card: np.ndarray, offer: np.ndarray
-    ) -> np.ndarray:
+    ) -> dict[str, np.ndarray]:
         users = np.array(
             [self.stage.card_index_.get(key, -1) for key in card_keys], dtype=np.int64
         )[card]
-        out = np.zeros(len(card))
-        ok = users >= 0
-        if ok.any():
-            values = self.stage.user_items_[users[ok], offer[ok]]
-            out[ok] = np.asarray(values, dtype=np.float64).ravel()
-        return out
+        return self.stage.pair_features(users, offer)
 
     def _share(
         self, column: str, values: list[str], card: np.ndarray, offer: np.ndarray
@@ -534,52 +574,42 @@ class CompiledOffers:
         offer_texts: list[Any],
         found: _Candidates,
     ) -> np.ndarray:
-        card_texts = [_text(row.get(column)) for row in rows]
-        return np.array(
-            [
-                card_texts[c] == _text(offer_texts[o])
-                for c, o in zip(found.card, found.offer, strict=True)
-            ],
-            dtype=np.float64,
-        )
+        card_texts = np.array([_text(row.get(column)) for row in rows], dtype=object)
+        offers = np.array([_text(text) for text in offer_texts], dtype=object)
+        card = np.asarray(found.card, dtype=np.int64)
+        offer = np.asarray(found.offer, dtype=np.int64)
+        return (card_texts[card] == offers[offer]).astype(np.float64)
 
     # Rules ---------------------------------------------------------------------
 
-    def _kept(
+    def _eligible(
         self,
-        card_keys: list[str],
         rows: Sequence[dict[str, Any]],
         found: _Candidates,
         table: np.ndarray,
         scores: np.ndarray,
-        k: int,
-        exclude: set[str],
-    ) -> dict[str, list[RankedOffer]]:
+    ) -> None:
         offers = self.offers
         card = np.asarray(found.card, dtype=np.int64)
         offer = np.asarray(found.offer, dtype=np.int64)
-        excluded = np.array([o in exclude for o in offers.ids], dtype=bool)
-        passed = offers.open[offer] & ~excluded[offer] & ~np.isnan(scores)
+        passed = offers.open[offer] & ~np.isnan(scores)
 
-        result: dict[str, list[RankedOffer]] = {}
-        bounds = np.searchsorted(card, np.arange(len(card_keys) + 1))
-        for c, (key, row) in enumerate(zip(card_keys, rows, strict=True)):
+        bounds = np.searchsorted(card, np.arange(len(rows) + 1))
+        for c, row in enumerate(rows):
             span = slice(bounds[c], bounds[c + 1])
             mine = np.flatnonzero(passed[span] & self._card_ok(row, offer[span]))
             mine += bounds[c]
             order = mine[np.lexsort((offers.sort_key[offer[mine]], -scores[mine]))]
-            chosen = self._top(order, offer, k)
-            if chosen:
-                result[key] = [
-                    RankedOffer(
-                        rank=rank,
-                        offer_id=offers.ids[offer[i]],
-                        score=float(scores[i]),
-                        reason=self._reason(int(offer[i]), found.source[i], table[c]),
-                    )
-                    for rank, i in enumerate(chosen, start=1)
-                ]
-        return result
+            reasons = [
+                self._reason_code(int(offer[i]), found.source[i], table[c])
+                for i in order.tolist()
+            ]
+            # Arrays, not tuples: a cached card costs a few hundred bytes.
+            row[ELIGIBLE] = (
+                offer[order].astype(np.int32),
+                scores[order].astype(np.float64),
+                np.asarray(reasons, dtype=np.int16),
+            )
 
     def _card_ok(self, row: dict[str, Any], offer: np.ndarray) -> np.ndarray:
         """Rules that read the card: redeemed, active, region and age."""
@@ -604,23 +634,44 @@ class CompiledOffers:
         ok &= ~(too_young | too_old | (bounded & math.isnan(age)))
         return ok
 
-    def _top(self, order: np.ndarray, offer: np.ndarray, k: int) -> list[int]:
+    def _top(
+        self,
+        eligible: tuple[np.ndarray, np.ndarray, np.ndarray],
+        k: int,
+        excluded: set[str],
+    ) -> list[RankedOffer]:
+        """The first ``k`` eligible offers, skipping excluded and repeated offers
+        and offers of a category that already has its share.
+        """
+        ids, categories = self.offers.ids, self.offers.category
         seen: set[int] = set()
         per_category: dict[str, int] = {}
-        chosen: list[int] = []
-        for i in order.tolist():
-            o = int(offer[i])
-            if o in seen:
+        chosen: list[RankedOffer] = []
+        texts = self.reason_texts
+        offers, scores, reasons = (values.tolist() for values in eligible)
+        for offer, score, reason in zip(offers, scores, reasons, strict=True):
+            if offer in seen or ids[offer] in excluded:
                 continue
-            seen.add(o)
-            category = self.offers.category[o]
+            seen.add(offer)
+            category = categories[offer]
             if per_category.get(category, 0) >= MAX_PER_CATEGORY:
                 continue
             per_category[category] = per_category.get(category, 0) + 1
-            chosen.append(i)
+            chosen.append(
+                RankedOffer(len(chosen) + 1, ids[offer], score, texts[reason])
+            )
             if len(chosen) == k:
                 break
         return chosen
+
+    def _reason_code(self, offer: int, source: int, propensities: np.ndarray) -> int:
+        """Position of the offer's reason in :attr:`reason_texts` (added once)."""
+        text = self._reason(offer, source, propensities)
+        code = self.reason_codes.get(text)
+        if code is None:
+            code = self.reason_codes[text] = len(self.reason_texts)
+            self.reason_texts.append(text)
+        return code
 
     def _reason(self, offer: int, source: int, propensities: np.ndarray) -> str:
         from features.schema import POST_ID
@@ -664,8 +715,27 @@ class CompiledScorer:
         self.offers = CompiledOffers(offer_model, facts, rule_offers, at)
 
     def propensities(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
-        """Calibrated propensities, one row per card, needs in model order."""
+        """Calibrated propensities, one row per card, needs in model order.
+
+        Rows prepared by :meth:`with_propensities` carry theirs already.
+        """
+        if rows and all(PROPENSITIES in row for row in rows):
+            return np.stack([row[PROPENSITIES] for row in rows])
         return self.needs.propensities(rows)
+
+    def with_propensities(
+        self, fetch: Callable[[list[str]], list[dict[str, Any]]]
+    ) -> Callable[[list[str]], list[dict[str, Any]]]:
+        """Wrap a row fetch so each fetched row carries its propensities."""
+
+        def prepared(card_keys: list[str]) -> list[dict[str, Any]]:
+            rows = fetch(card_keys)
+            values = self.needs.propensities(rows)
+            for row, row_values in zip(rows, values, strict=True):
+                row[PROPENSITIES] = row_values
+            return rows
+
+        return prepared
 
     def recommend(
         self,

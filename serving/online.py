@@ -161,7 +161,11 @@ def card_frame(rows: Sequence[CardRow]) -> pd.DataFrame:
     from features.repo.definitions import VIEW_FIELDS
 
     types = {f.name: f.dtype for fields in VIEW_FIELDS.values() for f in fields}
-    names = list(dict.fromkeys(name for row in rows for name in row))
+    names = [
+        name
+        for name in dict.fromkeys(name for row in rows for name in row)
+        if not name.startswith("__")
+    ]
     data: dict[str, Any] = {}
     for name in names:
         values = [row.get(name) for row in rows]

@@ -491,6 +491,7 @@ def load_scorer(settings: Settings, serving: ServingSettings) -> Scorer:
         at=offers_at(settings, serving.offers_at),
         serving=serving,
     )
+    cache.fetch = scorer.compiled.with_propensities(reader.card_rows)
     logger.info(
         "bound needs-model v%s and offer-model v%s in %.1f s",
         needs_version,

@@ -78,7 +78,7 @@ class OffersConfig(_Strict):
 
     candidate_model: Literal["als", "ease"] = "ease"
     event_weights: dict[str, float] = Field(
-        default_factory=lambda: {"impression": 0.1, "click": 1.0, "redemption": 3.0}
+        default_factory=lambda: {"impression": 0.0, "click": 1.0, "redemption": 2.0}
     )
     als_factors: int = Field(default=32, ge=1)
     als_iterations: int = Field(default=15, ge=1)
@@ -91,6 +91,12 @@ class OffersConfig(_Strict):
         ge=0,
         description="Cards with fewer interactions get popular and segment offers "
         "topped up to n_candidates.",
+    )
+    ranker_windows: int = Field(
+        default=3,
+        ge=1,
+        description="Monthly label windows before the cut-off whose candidates the "
+        "re-ranker learns from (at most window.label_windows).",
     )
     ranker_n_estimators: int = Field(default=100, ge=1)
     ranker_learning_rate: float = Field(default=0.05, gt=0, le=1)

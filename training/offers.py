@@ -18,7 +18,7 @@ callers apply :func:`training.rules.apply_rules` to the output.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -93,6 +93,8 @@ class OfferTrainingData:
         interactions: ``card_key, offer_id, weight`` before the cut-off.
         card_features: card features at the cut-off (segment popularity).
         offer_facts: offer features at the cut-off (kept for the pyfunc wrapper).
+        earlier: further label windows before ``t0`` whose candidates the
+            re-ranker also learns from, each with its own candidate stage.
     """
 
     interactions_t0: pd.DataFrame
@@ -102,6 +104,37 @@ class OfferTrainingData:
     offer_facts_t0: pd.DataFrame
     interactions: pd.DataFrame
     card_features: pd.DataFrame
+    offer_facts: pd.DataFrame
+    earlier: list[RankerWindow] = field(default_factory=list)
+
+    def windows(self) -> list[RankerWindow]:
+        """Every label window the re-ranker learns from, ``t0`` first."""
+        latest = RankerWindow(
+            interactions=self.interactions_t0,
+            labels=self.labels_t0,
+            card_features=self.card_features_t0,
+            propensities=self.propensities_t0,
+            offer_facts=self.offer_facts_t0,
+        )
+        return [latest, *self.earlier]
+
+
+@dataclass
+class RankerWindow:
+    """One label window of re-ranker training: state at its start, labels after.
+
+    Attributes:
+        interactions: ``card_key, offer_id, weight`` before the window.
+        labels: ``card_key, offer_id, relevance`` inside the window.
+        card_features: offers_v1 card features at the window start.
+        propensities: out-of-sample need propensities at the window start.
+        offer_facts: offer features at the window start.
+    """
+
+    interactions: pd.DataFrame
+    labels: pd.DataFrame
+    card_features: pd.DataFrame
+    propensities: pd.DataFrame
     offer_facts: pd.DataFrame
 
 
@@ -442,44 +475,61 @@ class OfferModel:
         Returns:
             The fitted model.
         """
-        template = self.candidate or CandidateStage()
         offers = sorted(data.offer_facts[OFFER_ID].astype(str).unique())
-        stage_t0 = _clone_stage(template).fit(
-            data.interactions_t0,
-            data.card_features_t0,
-            offers,
-            offer_needs(data.offer_facts_t0),
-        )
-        cards_t0 = data.card_features_t0[CARD_KEY].astype(str).tolist()
-        rows = self._candidate_rows(
-            stage_t0,
-            cards_t0,
-            data.card_features_t0,
-            data.propensities_t0,
-            data.offer_facts_t0,
-            self.n_candidates,
-        )
-        labels = rows.merge(data.labels_t0, on=[CARD_KEY, OFFER_ID], how="left")
-        grades = labels["relevance"].fillna(0).astype(int).to_numpy()
-        with_positive = labels.groupby(CARD_KEY)["relevance"].transform("max") > 0
-        training = rows[with_positive.to_numpy()]
+        self.need_scale_ = need_scale(data.propensities_t0)
+        parts = [
+            self._window_rows(window, offers, number)
+            for number, window in enumerate(data.windows())
+        ]
+        training = pd.concat(parts, ignore_index=True)
+        grades = training["relevance"].to_numpy()
         logger.info(
-            "re-ranker trains on %d candidate rows of %d cards (%d relevant)",
+            "re-ranker trains on %d candidate rows of %d card windows (%d relevant)",
             len(training),
-            training[CARD_KEY].nunique(),
-            int((grades[with_positive.to_numpy()] > 0).sum()),
+            training["_query"].nunique(),
+            int((grades > 0).sum()),
         )
 
         self.ranker_ = self.ranker or LambdaRankReranker()
-        self.feature_names_ = _ranker_columns(training)
+        self.feature_names_ = _ranker_columns(training, data.card_features_t0)
         self.ranker_.fit(
-            training[self.feature_names_],
-            grades[with_positive.to_numpy()],
-            training[CARD_KEY].to_numpy(),
+            training[self.feature_names_], grades, training["_query"].to_numpy()
         )
         return self.refit_candidates(
             data.interactions, data.card_features, data.offer_facts
         )
+
+    def _window_rows(
+        self, window: RankerWindow, offers: list[str], number: int
+    ) -> pd.DataFrame:
+        """Labelled candidate rows of one window's cards that engaged in it."""
+        template = self.candidate or CandidateStage()
+        stage = _clone_stage(template).fit(
+            window.interactions,
+            window.card_features,
+            offers,
+            offer_needs(window.offer_facts),
+        )
+        engaged = set(window.labels[CARD_KEY])
+        cards = [
+            card
+            for card in window.card_features[CARD_KEY].astype(str)
+            if card in engaged
+        ]
+        rows = self._candidate_rows(
+            stage,
+            cards,
+            window.card_features,
+            window.propensities,
+            window.offer_facts,
+            self.n_candidates,
+        )
+        rows = rows.merge(window.labels, on=[CARD_KEY, OFFER_ID], how="left")
+        rows["relevance"] = rows["relevance"].fillna(0).astype(int)
+        has_positive = rows.groupby(CARD_KEY)["relevance"].transform("max") > 0
+        rows = rows[has_positive.to_numpy()].reset_index(drop=True)
+        rows["_query"] = f"{number}:" + rows[CARD_KEY].astype(str)
+        return rows
 
     def refit_candidates(
         self,
@@ -604,7 +654,14 @@ class OfferModel:
         cards = card_features.drop_duplicates(CARD_KEY).copy()
         cards[CARD_KEY] = cards[CARD_KEY].astype(str)
         candidates = stage.candidates(card_keys, cards, n)
-        return candidate_features(stage, candidates, cards, propensities, offer_facts)
+        return candidate_features(
+            stage,
+            candidates,
+            cards,
+            propensities,
+            offer_facts,
+            getattr(self, "need_scale_", None),
+        )
 
 
 def candidate_features(
@@ -613,8 +670,13 @@ def candidate_features(
     card_features: pd.DataFrame,
     propensities: pd.DataFrame,
     offer_facts: pd.DataFrame,
+    need_scale: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Join card, offer, candidate and propensity features onto candidate rows."""
+    """Join card, offer, candidate and propensity features onto candidate rows.
+
+    ``need_scale`` (see :func:`need_scale`) turns each candidate's need propensity
+    into ``need_z``, comparable across needs of different base rates.
+    """
     cards = _numeric(
         card_features, keep=(CARD_KEY, POST_ID, "age", FAVOURITE_CATEGORY, "region")
     )
@@ -632,6 +694,10 @@ def candidate_features(
     table = propensity_table(propensities)
     rows["need_propensity"] = _offer_need_propensity(rows, table)
     rows["max_propensity"] = rows[CARD_KEY].map(table.max(axis=1)).astype(float)
+    offer_need = rows.get(f"o_{OFFER_NEED}", pd.Series("", index=rows.index))
+    rows["need_z"] = need_z(
+        rows["need_propensity"].to_numpy(), offer_need.fillna("").tolist(), need_scale
+    )
     pairs = stage.pair_features(
         rows[CARD_KEY].map(stage.card_index_).fillna(-1).astype(int).to_numpy(),
         rows[OFFER_ID].map(stage.offer_index_).fillna(-1).astype(int).to_numpy(),
@@ -653,6 +719,53 @@ def candidate_features(
     rows["favourite_match"] = _same(rows, FAVOURITE_CATEGORY, f"o_{OFFER_CATEGORY}")
     rows["region_match"] = _same(rows, "region", f"o_{OFFER_REGION}")
     return rows
+
+
+def need_scale(propensities: pd.DataFrame) -> pd.DataFrame:
+    """Mean and spread of the log-odds of each need's propensity over card holders.
+
+    Args:
+        propensities: need propensities of the training cards (any form
+            :func:`propensity_table` reads).
+
+    Returns:
+        ``mean`` and ``std`` of the log-odds, indexed by need id.
+    """
+    log_odds = _log_odds(propensity_table(propensities).to_numpy(dtype=float))
+    spread = np.nanstd(log_odds, axis=0) if len(log_odds) else np.ones(0)
+    return pd.DataFrame(
+        {
+            "mean": np.nanmean(log_odds, axis=0) if len(log_odds) else np.zeros(0),
+            "std": np.where(spread > 0, spread, 1.0) if len(log_odds) else spread,
+        },
+        index=list(NEED_CATEGORIES) if len(log_odds) else [],
+    )
+
+
+def need_z(
+    propensity: np.ndarray, need_ids: list[str], scale: pd.DataFrame | None
+) -> np.ndarray:
+    """Standardised log-odds of each candidate's need propensity (NaN when unknown).
+
+    Args:
+        propensity: the card's propensity for the candidate offer's need.
+        need_ids: the candidate offer's need id ('' when none), aligned.
+        scale: the output of :func:`need_scale`; ``None`` gives NaN.
+
+    Returns:
+        One value per candidate.
+    """
+    out = np.full(len(propensity), np.nan)
+    if scale is None or scale.empty:
+        return out
+    mean = pd.Series(need_ids).map(scale["mean"]).to_numpy(dtype=float)
+    std = pd.Series(need_ids).map(scale["std"]).to_numpy(dtype=float)
+    return (_log_odds(np.asarray(propensity, dtype=float)) - mean) / std
+
+
+def _log_odds(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(p, 1e-4, 1 - 1e-4)
+    return np.log(clipped / (1 - clipped))
 
 
 def _numeric(frame: pd.DataFrame, keep: tuple[str, ...]) -> pd.DataFrame:
@@ -713,9 +826,15 @@ def _segments(card_features: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(CARD_KEY)
 
 
-def _ranker_columns(rows: pd.DataFrame) -> list[str]:
-    """Numeric columns of the candidate rows that the re-ranker learns from."""
-    skip = {CARD_KEY, OFFER_ID, "source", "relevance", "candidate_rank"}
+def _ranker_columns(rows: pd.DataFrame, card_features: pd.DataFrame) -> list[str]:
+    """Numeric columns of the candidate rows that the re-ranker learns from.
+
+    A card's own features are the same on all its candidates and cannot order
+    them by themselves; with a few thousand card holders per training window they
+    mostly let the trees memorise cards, so only offer and pair features are kept.
+    """
+    skip = {CARD_KEY, OFFER_ID, "source", "relevance", "candidate_rank", "_query"}
+    skip |= set(card_features.columns)
     return [
         c
         for c in rows.columns

@@ -51,7 +51,12 @@ from training.evaluation import (
     top_k_lists,
 )
 from training.needs import DEFAULT_DROP_COLUMNS, NeedsModel
-from training.offers import CandidateStage, OfferModel, OfferTrainingData
+from training.offers import (
+    CandidateStage,
+    OfferModel,
+    OfferTrainingData,
+    RankerWindow,
+)
 from training.ranker import LambdaRankReranker
 
 logger = logging.getLogger(__name__)
@@ -363,24 +368,32 @@ def _train_offers(
 ) -> tuple[OfferModel, pd.DataFrame, _RuleFrames]:
     """Fit the offer model and compare it with its baselines under the rules."""
     params = config.offers
-    t0 = split.cutoff - split.horizon
     catalogue = sorted(source.warehouse.read_table("offers", [OFFER_ID])[OFFER_ID])
-    cards_t0 = sorted(source.cards_at([t0])[CARD_KEY])
+    count = min(params.ranker_windows, len(split.train_times))
+    starts = [split.cutoff - split.horizon * i for i in range(1, count + 1)]
+    propensities = _out_of_fold_propensities(config, frames.needs_train, starts)
+    windows = [
+        _ranker_window(source, settings, config, catalogue, start, split.horizon)
+        for start in starts
+    ]
+    for window, start in zip(windows, starts, strict=True):
+        window.propensities = propensities[start]
+
     cards_cut = sorted(source.cards_at([split.cutoff])[CARD_KEY])
-    card_t0, offers_t0 = offers_service_frames(settings, cards_t0, catalogue, t0)
     card_cut, offers_cut = offers_service_frames(
         settings, cards_cut, catalogue, split.cutoff
     )
-
+    latest = windows[0]
     data = OfferTrainingData(
-        interactions_t0=source.interactions_before(t0, params.event_weights),
-        labels_t0=source.offer_labels(t0, split.horizon),
-        card_features_t0=card_t0,
-        propensities_t0=_propensities_before(needs_model, frames, config, t0),
-        offer_facts_t0=offers_t0,
+        interactions_t0=latest.interactions,
+        labels_t0=latest.labels,
+        card_features_t0=latest.card_features,
+        propensities_t0=latest.propensities,
+        offer_facts_t0=latest.offer_facts,
         interactions=source.interactions_before(split.cutoff, params.event_weights),
         card_features=card_cut,
         offer_facts=offers_cut,
+        earlier=windows[1:],
     )
     model = _offer_model(config).fit(data)
 
@@ -442,26 +455,60 @@ def _offer_model(config: TrainingConfig) -> OfferModel:
     return OfferModel(n_candidates=params.n_candidates, candidate=stage, ranker=ranker)
 
 
-def _propensities_before(
-    model: NeedsModel, frames: _Frames, config: TrainingConfig, t0: pd.Timestamp
-) -> pd.DataFrame:
-    """Out-of-sample need propensities at ``t0`` for the re-ranker's training rows.
+def _ranker_window(
+    source: LabelSource,
+    settings: Settings,
+    config: TrainingConfig,
+    catalogue: list[str],
+    start: pd.Timestamp,
+    horizon: pd.Timedelta,
+) -> RankerWindow:
+    """State at ``start`` and the offer labels of the window after it."""
+    cards = sorted(source.cards_at([start])[CARD_KEY])
+    card_features, offer_facts = offers_service_frames(
+        settings, cards, catalogue, start
+    )
+    return RankerWindow(
+        interactions=source.interactions_before(start, config.offers.event_weights),
+        labels=source.offer_labels(start, horizon),
+        card_features=card_features,
+        propensities=pd.DataFrame(columns=[CARD_KEY, *NEEDS]),
+        offer_facts=offer_facts,
+    )
 
-    The needs model of the run learned from the label window that starts at
-    ``t0``, so its propensities there are in-sample and sharper than any it gives
-    later. A model of the same settings fitted only on the windows that end by
-    ``t0`` scores those rows instead, as the served model scores new ones.
+
+def _out_of_fold_propensities(
+    config: TrainingConfig, train: pd.DataFrame, times: list[pd.Timestamp]
+) -> dict[pd.Timestamp, pd.DataFrame]:
+    """Need propensities at each time from a needs model that never saw the card.
+
+    The run's needs model learned from these very label windows, so its
+    propensities there are in-sample and sharper than any it gives later. The
+    card holders are split in two folds; a model of the same settings fitted on
+    one fold scores the other, as the served model scores card holders it has not
+    learned from.
     """
-    train = frames.needs_train
-    rows_t0 = train[train[EVENT_TIMESTAMP] == t0]
-    earlier = train[train[EVENT_TIMESTAMP] < t0]
-    if earlier.empty:
-        # Known shortcoming: one label window leaves only in-sample propensities.
-        logger.warning("no label window before %s; propensities are in-sample", t0)
-        return _propensities(model, rows_t0)
-    X, Y = _split_xy(earlier.reset_index(drop=True))
-    before = _needs_model(config).fit(X, Y)
-    return _propensities(before, rows_t0)
+    cards = np.array(sorted(train[CARD_KEY].unique()))
+    order = np.random.default_rng(config.seed).permutation(len(cards))
+    fold_of = pd.Series(order % 2, index=cards)
+    fold = train[CARD_KEY].map(fold_of).to_numpy()
+    wanted = train[EVENT_TIMESTAMP].isin(times).to_numpy()
+
+    parts = []
+    for held_out in (0, 1):
+        X, Y = _split_xy(train[fold != held_out].reset_index(drop=True))
+        model = _needs_model(config).fit(X, Y)
+        rows = train[(fold == held_out) & wanted]
+        scored = _propensities(model, rows)
+        scored[EVENT_TIMESTAMP] = rows[EVENT_TIMESTAMP].to_numpy()
+        parts.append(scored)
+    scored = pd.concat(parts, ignore_index=True)
+    return {
+        time: scored[scored[EVENT_TIMESTAMP] == time]
+        .drop(columns=[EVENT_TIMESTAMP])
+        .reset_index(drop=True)
+        for time in times
+    }
 
 
 def _propensities(model: NeedsModel, features: pd.DataFrame) -> pd.DataFrame:

@@ -25,11 +25,10 @@ from features.schema import CARD_KEY, EVENT_TIMESTAMP, NEED_CATEGORIES, OFFER_ID
 from features.settings import Settings
 from features.warehouse import Warehouse
 from training import tracking
+from training.batch import batch_top_offers
 from training.config import NEEDS_SERVICE, TrainingConfig
 from training.datasets import LabelSource, offers_service_frames, point_in_time_features
-from training.evaluation import rule_inputs
 from training.offers import PROPENSITY_PREFIX, age_band
-from training.rules import apply_rules
 
 logger = logging.getLogger(__name__)
 
@@ -127,15 +126,15 @@ def score_offers(
         Warehouse(settings.warehouse_dir).read_table("offers", [OFFER_ID])[OFFER_ID]
     )
     card_features, offer_facts = offers_service_frames(settings, cards, catalogue, at)
-    recommended = model.recommend(  # type: ignore[attr-defined]
-        cards,
+    kept = batch_top_offers(
+        model,  # type: ignore[arg-type]
         card_features,
         propensities[[CARD_KEY, *PROPENSITY_COLUMNS]],
         offer_facts,
+        at,
+        config.k,
         config.offers.n_candidates,
     )
-    rule_cards, rule_offers = rule_inputs(card_features, offer_facts)
-    kept = apply_rules(recommended, rule_cards, rule_offers, at, config.k)
     kept["rank"] = kept["rank"].astype(int)
     return kept[TOP_OFFER_COLUMNS].reset_index(drop=True)
 

@@ -252,3 +252,59 @@ def test_segment_page_is_served(service) -> None:
     page = service.get("/segments")
     assert page.status_code == 200
     assert "Segment preview" in page.text
+
+
+@pytest.fixture(scope="module")
+def scorer(data_dir: Path):
+    """The service's scorer loaded in this process from the same data folder."""
+    from serving.ranking import load_scorer
+    from serving.settings import ServingSettings
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        yield load_scorer(Settings(data_dir=data_dir), ServingSettings())
+    finally:
+        if previous is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+
+
+@pytest.mark.parametrize(
+    ("k", "exclude"), [(5, ()), (K, ("O0003", "O0010"))], ids=["k5", "k10-exclude"]
+)
+def test_compiled_offers_equal_the_frame_pipeline(scorer, batch, k, exclude) -> None:
+    """Every card of the demo (and an unknown one), batched as requests are:
+    the compiled scorer keeps the same offers, in the same order, with the same
+    scores and reasons as OfferModel.recommend followed by apply_rules.
+    """
+    cards, _, _ = batch
+    keys = [*cards.card_key, "a-card-key-the-store-does-not-hold"]
+
+    compared = 0
+    for start in range(0, len(keys), 100):
+        chunk = keys[start : start + 100]
+        fast = scorer.offers(chunk, k, exclude)
+        reference = scorer.reference_offers(chunk, k, exclude)
+        assert set(fast) == set(reference)
+        for key, expected in reference.items():
+            got = fast[key]
+            assert [(o.rank, o.offer_id, o.reason) for o in got] == [
+                (o.rank, o.offer_id, o.reason) for o in expected
+            ]
+            assert [o.score for o in got] == pytest.approx(
+                [o.score for o in expected], abs=1e-9, rel=0
+            )
+            compared += 1
+    assert compared > len(keys) // 2
+
+
+def test_compiled_propensities_equal_the_needs_model(scorer, batch) -> None:
+    cards, _, _ = batch
+    keys = [*cards.card_key.head(200), "a-card-key-the-store-does-not-hold"]
+
+    fast = scorer.compiled.propensities(scorer.features.rows(keys))
+    frame = scorer.card_features(keys)
+    expected = scorer.needs_model.predict_proba(frame).to_numpy()
+
+    assert fast.shape == expected.shape
+    assert fast == pytest.approx(expected, abs=1e-12, rel=0, nan_ok=True)

@@ -66,9 +66,9 @@ def test_an_interrupted_run_moves_no_alias(
     before = {n: _champion(model_workspace, n) for n in tracking.MODEL_NAMES}
 
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt("stopped while training the offer model")
+        raise KeyboardInterrupt("stopped while reading the training set")
 
-    monkeypatch.setattr(pipeline, "_train_offers", interrupted)
+    monkeypatch.setattr(pipeline, "_needs_frames", interrupted)
     with pytest.raises(KeyboardInterrupt):
         pipeline.train(model_workspace.settings, make_weak_config())
     for name in tracking.MODEL_NAMES:

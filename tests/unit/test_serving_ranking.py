@@ -18,6 +18,9 @@ from serving.ranking import (
     _for_rules,
     _known_to_store,
     _result_for,
+    _row_flag,
+    _row_known,
+    card_frame,
     parse_cards,
 )
 from serving.schemas import CardResult
@@ -70,9 +73,9 @@ class Store:
     def __init__(self) -> None:
         self.reads: list[list[str]] = []
 
-    def __call__(self, keys: list[str]) -> pd.DataFrame:
+    def __call__(self, keys: list[str]) -> list[dict[str, object]]:
         self.reads.append(list(keys))
-        return pd.DataFrame({"age": [len(k) for k in keys], "card_status": "active"})
+        return [{"age": len(k), "card_status": "active"} for k in keys]
 
 
 def test_cache_reads_only_missing_or_stale_cards() -> None:
@@ -88,6 +91,27 @@ def test_cache_reads_only_missing_or_stale_cards() -> None:
     assert store.reads == [["a", "bb"], ["ccc"], ["a", "ccc"]]
     assert frame["age"].tolist() == [1, 3]
     assert (cache.hits, cache.misses) == (1, 5)
+
+
+def test_cached_rows_keep_integer_features_numeric_beside_unknown_cards() -> None:
+    rows = [{"age": 40, "card_status": "active"}, {"age": None, "card_status": None}]
+
+    frame = card_frame(rows)
+
+    assert str(frame["age"].dtype) == "Int64"
+    assert frame["age"].tolist()[0] == 40
+    assert frame["card_status"].tolist() == ["active", None]
+
+
+def test_row_flags_read_consent_and_store_membership() -> None:
+    rows = [
+        {"card_status": "active", "marketing_consent": 1},
+        {"card_status": None, "marketing_consent": None},
+        {"card_status": "expired", "marketing_consent": 0},
+    ]
+
+    assert [_row_known(r) for r in rows] == [True, False, True]
+    assert [_row_flag(r, "marketing_consent") for r in rows] == [True, False, False]
 
 
 def test_cache_off_reads_every_time_and_keeps_nothing() -> None:
