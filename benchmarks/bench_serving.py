@@ -507,7 +507,11 @@ def cache_figures(port: int, key: str) -> str:
     cache = info.get("feature_cache", {})
     hits, misses = cache.get("hits", 0), cache.get("misses", 0)
     share = 100 * hits / max(hits + misses, 1)
-    return f"{hits:,} hits, {misses:,} misses ({share:.1f} % hits)"
+    pauses = info.get("garbage_collector", {})
+    return (
+        f"{hits:,} hits, {misses:,} misses ({share:.1f} % hits); collector "
+        f"pauses by generation {pauses}"
+    )
 
 
 if __name__ == "__main__":

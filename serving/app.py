@@ -66,6 +66,7 @@ class Runtime:
         self.problems: dict[str, str] = {}
         self._scorer: ranking.Scorer | None = None
         self._segments: segments.SegmentIndex | None = None
+        self.pauses: Callable[[], dict[str, Any]] | None = None
 
     @classmethod
     def load(cls, settings: Settings, serving: ServingSettings) -> Runtime:
@@ -158,6 +159,8 @@ class Runtime:
         }
         if self._scorer is not None:
             facts |= self._scorer.info()
+        if self.pauses is not None:
+            facts["garbage_collector"] = self.pauses()
         if self._segments is not None:
             facts["segment_cards"] = self._segments.size
             facts["scored_at"] = self._segments.scored_at

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import time
+from typing import Any
 
 import bentoml
 
@@ -41,6 +43,8 @@ api = create_app(_runtime)
     traffic={"timeout": SERVING.request_timeout},
     http={"host": SERVING.host, "port": SERVING.port},
     logging={"access": {"enabled": False}},
+    # No trace exporter is configured, so spans would only cost time per request.
+    tracing={"excluded_urls": ["/recommend", "/needs", "/segments"]},
 )
 class PrecisionService:
     """Offers and needs for notification services; segments for campaigns."""
@@ -50,6 +54,8 @@ class PrecisionService:
         self.runtime = Runtime.load(Settings(), ServingSettings())
         if self.runtime.serving.freeze_gc:
             _quiet_garbage_collector()
+        gc.callbacks.append(GC_PAUSES.observe)
+        self.runtime.pauses = GC_PAUSES.figures
 
     def __is_ready__(self) -> bool:
         return self.runtime.ready()
@@ -63,3 +69,35 @@ def _quiet_garbage_collector() -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     logger.info("froze %d start-up objects out of the collector", gc.get_freeze_count())
+
+
+class CollectorPauses:
+    """Count and length of the garbage collector's pauses, per generation."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.count = [0, 0, 0]
+        self.total_ms = [0.0, 0.0, 0.0]
+        self.longest_ms = [0.0, 0.0, 0.0]
+
+    def observe(self, phase: str, info: dict[str, Any]) -> None:
+        """``gc.callbacks`` hook: time each collection."""
+        if phase == "start":
+            self.started = time.perf_counter()
+            return
+        generation = info["generation"]
+        pause = 1000 * (time.perf_counter() - self.started)
+        self.count[generation] += 1
+        self.total_ms[generation] += pause
+        self.longest_ms[generation] = max(self.longest_ms[generation], pause)
+
+    def figures(self) -> dict[str, list[float]]:
+        """Collections, total and longest pause (ms) of generations 0, 1, 2."""
+        return {
+            "collections": list(self.count),
+            "total_ms": [round(v, 2) for v in self.total_ms],
+            "longest_ms": [round(v, 2) for v in self.longest_ms],
+        }
+
+
+GC_PAUSES = CollectorPauses()

@@ -60,6 +60,9 @@ def train_command(
     )
 
 
+OFFER_BASELINES = ("most_popular", "als_alone")
+
+
 def format_report(metrics: dict[str, float], k: int) -> str:
     """A compact holdout report: model, baselines, oracle and the gap to it."""
     rows = [
@@ -75,12 +78,13 @@ def format_report(metrics: dict[str, float], k: int) -> str:
             "macro.brier",
             ("baseline_prior", "baseline_logistic"),
         ),
-        (f"offers NDCG@{k}", "offers", f"ndcg_at_{k}", ("most_popular", "als_alone")),
-        (
-            f"offers recall@{k}",
-            "offers",
-            f"recall_at_{k}",
-            ("most_popular", "als_alone"),
+        *(
+            (f"offers {title}@{k}", "offers", f"{name}_at_{k}", OFFER_BASELINES)
+            for title, name in (
+                ("NDCG", "ndcg"),
+                ("recall", "recall"),
+                ("hit rate", "hit_rate"),
+            )
         ),
     ]
     lines = [
@@ -93,7 +97,9 @@ def format_report(metrics: dict[str, float], k: int) -> str:
         gap = None if model is None or oracle is None else oracle - model
         cells = [model, *values, oracle, gap]
         lines.append(f"{title:<22}" + "".join(_cell(value) for value in cells))
+    alone = _cell(metrics.get(f"offers.candidates_alone.ndcg_at_{k}")).strip()
     lines.append("base 1/2: needs prior per post / logistic; offers most popular / ALS")
+    lines.append(f"offer candidate stage alone (EASE): NDCG@{k} {alone}")
     return "\n".join(lines)
 
 

@@ -85,7 +85,7 @@ class OffersConfig(_Strict):
     als_regularization: float = Field(default=0.05, ge=0)
     als_alpha: float = Field(default=2.0, gt=0)
     ease_lambda: float = Field(default=200.0, gt=0)
-    n_candidates: int = Field(default=50, ge=1)
+    n_candidates: int = Field(default=80, ge=1)
     min_history: int = Field(
         default=3,
         ge=0,
@@ -98,10 +98,10 @@ class OffersConfig(_Strict):
         description="Monthly label windows before the cut-off whose candidates the "
         "re-ranker learns from (at most window.label_windows).",
     )
-    ranker_n_estimators: int = Field(default=100, ge=1)
+    ranker_n_estimators: int = Field(default=300, ge=1)
     ranker_learning_rate: float = Field(default=0.05, gt=0, le=1)
     ranker_num_leaves: int = Field(default=15, ge=2)
-    ranker_min_child_samples: int = Field(default=20, ge=1)
+    ranker_min_child_samples: int = Field(default=50, ge=1)
 
     @field_validator("event_weights")
     @classmethod

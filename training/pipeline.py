@@ -528,7 +528,11 @@ def _evaluate_offers(
     frames: _RuleFrames,
     catalogue: list[str],
 ) -> pd.DataFrame:
-    """Top-k lists of the model, most popular, ALS alone and the oracle."""
+    """Top-k lists of the model, its baselines and the oracle.
+
+    Baselines: the most popular offers, implicit ALS alone and the model's own
+    candidate stage alone (both with the same cold-start top-up).
+    """
     relevant = source.offer_labels(split.cutoff, split.horizon)
     cards = sorted(set(relevant[CARD_KEY]) & set(frames.card_features[CARD_KEY]))
     card_features = frames.card_features[frames.card_features[CARD_KEY].isin(cards)]
@@ -539,7 +543,10 @@ def _evaluate_offers(
             cards, card_features, frames.propensities, frames.offer_facts, n
         ),
         "most_popular": _most_popular(model, cards, n),
-        "als_alone": _collaborative_alone(model, cards, card_features, n),
+        "als_alone": _collaborative_alone(
+            _als_stage(model, config, frames.card_features), cards, card_features, n
+        ),
+        "candidates_alone": _collaborative_alone(model.stage_, cards, card_features, n),
     }
     oracle = oracle_scored(source.oracle_offers(split))
     if oracle is not None:
@@ -566,11 +573,36 @@ def _most_popular(model: OfferModel, cards: list[str], n: int) -> pd.DataFrame:
     )
 
 
+def _als_stage(
+    model: OfferModel, config: TrainingConfig, card_features: pd.DataFrame
+) -> CandidateStage:
+    """An ALS candidate stage fitted on the same interactions as the model's."""
+    params = config.offers
+    stage = model.stage_
+    offers = np.asarray(stage.offers_, dtype=object)
+    interactions = pd.DataFrame(
+        {
+            CARD_KEY: np.repeat(stage.cards_, stage.history_),
+            OFFER_ID: offers[stage.user_items_.indices],
+            "weight": stage.user_items_.data,
+        }
+    )
+    return CandidateStage(
+        candidate_model="als",
+        als_factors=params.als_factors,
+        als_iterations=params.als_iterations,
+        als_regularization=params.als_regularization,
+        als_alpha=params.als_alpha,
+        min_history=params.min_history,
+        random_state=config.seed,
+    ).fit(interactions, card_features, stage.offers_)
+
+
 def _collaborative_alone(
-    model: OfferModel, cards: list[str], card_features: pd.DataFrame, n: int
+    stage: CandidateStage, cards: list[str], card_features: pd.DataFrame, n: int
 ) -> pd.DataFrame:
-    """First-stage candidates in their own order (ALS, with the cold-start top-up)."""
-    candidates = model.stage_.candidates(cards, card_features, n)
+    """First-stage candidates in their own order, with the cold-start top-up."""
+    candidates = stage.candidates(cards, card_features, n)
     return candidates.assign(score=-candidates["candidate_rank"].astype(float))
 
 

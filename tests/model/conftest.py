@@ -24,9 +24,9 @@ def small_config(**overrides) -> TrainingConfig:
         "seed": 5,
         "needs": {"n_estimators": 40, "num_leaves": 7},
         "offers": {
-            "ranker_n_estimators": 40,
+            "ranker_n_estimators": 60,
             "ranker_num_leaves": 7,
-            "n_candidates": 30,
+            "ranker_min_child_samples": 20,
         },
     }
     values.update(overrides)
@@ -37,7 +37,7 @@ def weak_config() -> TrainingConfig:
     """One tree per model whose leaves need more rows than exist: flat scores."""
     return small_config(
         needs={"n_estimators": 1, "min_child_samples": 1_000_000},
-        offers={"ranker_n_estimators": 1, "n_candidates": 30},
+        offers={"ranker_n_estimators": 1},
     )
 
 
