@@ -249,8 +249,11 @@ class SegmentIndex:
     def stats(self, request: SegmentRequest) -> SegmentStats:
         """The true figures of the segment the request describes."""
         mask = self.mask(request)
-        size = int(mask.sum())
-        reachable = int(np.count_nonzero(self.consent & mask))
+        # Positions once: every figure below gathers them instead of re-scanning
+        # the million-long mask.
+        rows = np.flatnonzero(mask)
+        size = len(rows)
+        reachable = int(np.count_nonzero(self.consent[rows]))
 
         sums = self.propensities.T @ mask.astype(np.float32)
         need_id = _chosen_need(request)
@@ -262,16 +265,16 @@ class SegmentIndex:
             need_id = self.need_ids[column]
 
         breakdowns = {
-            name: self._breakdown(name, mask) for name in BREAKDOWN_DIMENSIONS
+            name: self._breakdown(name, rows) for name in BREAKDOWN_DIMENSIONS
         }
         histogram = [0] * HISTOGRAM_BINS
         expected = None
         if column is not None:
             expected = float(sums[column])
-            counts = np.bincount(self.bins[mask, column], minlength=HISTOGRAM_BINS)
+            counts = np.bincount(self.bins[:, column][rows], minlength=HISTOGRAM_BINS)
             histogram = [int(c) for c in counts]
 
-        offer_cards, offer_scores = self._offers(mask)
+        offer_cards, offer_scores = self._offers(rows)
         return SegmentStats(
             size=size,
             reachable=reachable,
@@ -283,15 +286,15 @@ class SegmentIndex:
             offer_mean_score=offer_scores,
         )
 
-    def _breakdown(self, name: str, mask: np.ndarray) -> dict[str, int]:
+    def _breakdown(self, name: str, rows: np.ndarray) -> dict[str, int]:
         dimension = self.dimensions[name]
-        counts = np.bincount(dimension.codes[mask], minlength=len(dimension.levels))
+        counts = np.bincount(dimension.codes[rows], minlength=len(dimension.levels))
         present = np.flatnonzero(counts)
         return {str(dimension.levels[i]): int(counts[i]) for i in present}
 
-    def _offers(self, mask: np.ndarray) -> tuple[dict[str, int], dict[str, float]]:
-        codes = self.top_offers[mask].ravel()
-        scores = self.top_scores[mask].ravel()
+    def _offers(self, rows: np.ndarray) -> tuple[dict[str, int], dict[str, float]]:
+        codes = self.top_offers[rows].ravel()
+        scores = self.top_scores[rows].ravel()
         length = len(self.offer_ids) + 1
         cards = np.bincount(codes, minlength=length)[1:]
         totals = np.bincount(codes, weights=scores, minlength=length)[1:]

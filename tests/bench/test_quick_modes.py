@@ -1,0 +1,51 @@
+"""The benchmark scripts still run: each one's ``--quick`` mode, in a child process.
+
+Only that they finish and print their figures is checked here; the figures
+themselves are read by people, never asserted on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+QUICK_RUN_TIMEOUT_SECONDS = 300
+
+pytestmark = pytest.mark.slow
+
+
+def run_quick(module: str, tmp_path: Path, *extra: str) -> str:
+    """Run ``python -m benchmarks.<module> --quick`` and return what it printed."""
+    env = dict(os.environ, PRECISION_DATA_DIR=str(tmp_path / "data"))
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", "--quick", *extra],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=QUICK_RUN_TIMEOUT_SECONDS,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_warehouse_benchmark_prints_generate_and_build_figures(tmp_path) -> None:
+    printed = run_quick("bench_warehouse", tmp_path)
+
+    assert re.search(r"2,000 cards: generate\s+[\d.]+ s", printed)
+    assert re.search(r"materialize\s+[\d.]+ s", printed)
+    assert re.search(r"peak RSS\s+\d+ MiB", printed)
+
+
+def test_feature_benchmark_prints_retrieval_and_read_figures(tmp_path) -> None:
+    printed = run_quick("bench_features", tmp_path)
+
+    assert "identical" in printed.lower()
+    assert re.search(r"p99", printed)
