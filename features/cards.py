@@ -15,6 +15,7 @@ from features.errors import InputError
 
 CARD_DIGITS = 10
 PSEUDONYM_HEX_CHARS = 24
+_SEND_DIGITS = f"send it as a string of {CARD_DIGITS} digits"
 
 
 def canonical_card_number(raw: object) -> str:
@@ -31,27 +32,32 @@ def canonical_card_number(raw: object) -> str:
         InputError: when the value is not a card number; the message says why.
     """
     if isinstance(raw, bool) or raw is None:
-        raise InputError(f"card number must be {CARD_DIGITS} digits, got {raw!r}")
+        raise InputError(
+            f"card number must be {CARD_DIGITS} digits, got {raw!r}; {_SEND_DIGITS}"
+        )
     if isinstance(raw, int):
         text = str(raw)
         if raw < 0 or len(text) > CARD_DIGITS:
             raise InputError(
-                f"card number {raw} has more than {CARD_DIGITS} digits or is negative"
+                f"card number {raw} has more than {CARD_DIGITS} digits or is negative; "
+                "check it against the card"
             )
         return text.zfill(CARD_DIGITS)
     if isinstance(raw, float):
-        raise InputError(
-            f"card number {raw!r} is a decimal number; send it as a string of "
-            f"{CARD_DIGITS} digits"
-        )
+        raise InputError(f"card number {raw!r} is a decimal number; {_SEND_DIGITS}")
     if not isinstance(raw, str):
-        raise InputError(f"card number must be a string, got {type(raw).__name__}")
+        raise InputError(
+            f"card number must be a string, got {type(raw).__name__}; {_SEND_DIGITS}"
+        )
     text = raw.strip().replace(" ", "").replace("-", "")
     if not text.isascii() or not text.isdigit():
-        raise InputError(f"card number {raw!r} must contain only digits")
+        raise InputError(
+            f"card number {raw!r} must contain only digits; {_SEND_DIGITS}"
+        )
     if len(text) > CARD_DIGITS:
         raise InputError(
-            f"card number {raw!r} has {len(text)} digits; expected {CARD_DIGITS}"
+            f"card number {raw!r} has {len(text)} digits; expected {CARD_DIGITS}; "
+            "check it against the card"
         )
     return text.zfill(CARD_DIGITS)
 

@@ -32,6 +32,7 @@ from features.schema import (
     OFFER_ID,
     POST_ID,
 )
+from features.times import utc_timestamp as to_utc
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +72,6 @@ def default_snapshots(
     """
     end = to_utc(as_of)
     return [end - pd.DateOffset(months=k) for k in reversed(range(count))]
-
-
-def to_utc(value: Any) -> pd.Timestamp:
-    """A timestamp in UTC; naive input is taken as UTC, other zones are converted."""
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is None:
-        return stamp.tz_localize("UTC")
-    return stamp.tz_convert("UTC")
 
 
 def build_feature_tables(

@@ -35,6 +35,7 @@ from features.schema import (
     ORACLE_OFFERS_FILE,
     POST_ID,
 )
+from features.times import utc_timestamp
 from features.warehouse import Warehouse
 
 logger = logging.getLogger(__name__)
@@ -285,12 +286,6 @@ def _timeline(as_of: pd.Timestamp, periods: int) -> _Timeline:
     return _Timeline(as_of, starts, np.asarray(middles.month))
 
 
-def _utc_timestamp(value: pd.Timestamp | str) -> pd.Timestamp:
-    """A timestamp in UTC; naive input is taken as UTC."""
-    stamp = pd.Timestamp(value)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-
-
 def _strings(values: np.ndarray | list[str] | pa.Array) -> pd.Series:
     """A compact pyarrow-backed string column."""
     array = values if isinstance(values, pa.Array) else pa.array(values, pa.string())
@@ -338,18 +333,18 @@ def generate(
     """
     started = time.perf_counter()
     say = progress or (lambda message: None)
-    as_of = _utc_timestamp(as_of)
+    as_of = utc_timestamp(as_of)
     seeds = np.random.SeedSequence(seed).spawn(8)
     timeline = _timeline(as_of, PERIODS + BURN_IN_PERIODS)
 
     say("posts and card holders")
-    posts = _posts()
+    posts = posts_table()
     holders = _card_holders(np.random.default_rng(seeds[0]), cards, posts, timeline)
     identity = _identity(np.random.default_rng(seeds[1]), holders)
     consents = _consents(np.random.default_rng(seeds[2]), holders, timeline)
 
     say("service needs")
-    needs = _need_categories()
+    needs = need_categories_table()
     services, oracle_needs, need_logits = _service_events(
         np.random.default_rng(seeds[3]), holders, timeline
     )
@@ -413,8 +408,8 @@ def write_generated(generated: GeneratedWarehouse, warehouse: Warehouse) -> None
     )
 
 
-def _posts() -> pd.DataFrame:
-    """The 37 overseas service posts."""
+def posts_table() -> pd.DataFrame:
+    """The 37 overseas service posts, shared by the generator and the importers."""
     return pd.DataFrame(
         {
             POST_ID: [p[0] for p in POST_LIST],
@@ -425,8 +420,8 @@ def _posts() -> pd.DataFrame:
     )
 
 
-def _need_categories() -> pd.DataFrame:
-    """The twelve need categories as data."""
+def need_categories_table() -> pd.DataFrame:
+    """The twelve need categories of the schema as a table."""
     return pd.DataFrame(
         {NEED_ID: list(NEED_CATEGORIES), "label": list(NEED_CATEGORIES.values())}
     )

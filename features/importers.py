@@ -17,9 +17,15 @@ import numpy as np
 import pandas as pd
 
 from features.errors import InputError
-from features.generator import POST_LIST
-from features.schema import CARD_NUMBER, NEED_CATEGORIES, NEED_ID, OFFER_ID, POST_ID
-from features.schema import TABLES as SCHEMA_TABLES
+from features.generator import POST_LIST, need_categories_table, posts_table
+from features.schema import (
+    CARD_NUMBER,
+    CONSENT_PURPOSES,
+    NEED_ID,
+    OFFER_ID,
+    POST_ID,
+    TABLES_BY_NAME,
+)
 from features.warehouse import Warehouse
 
 logger = logging.getLogger(__name__)
@@ -66,18 +72,6 @@ def _require(path: Path, what: str) -> None:
         )
 
 
-def _posts() -> pd.DataFrame:
-    """The 37 posts, the same as in the synthetic warehouse."""
-    return pd.DataFrame(
-        {
-            POST_ID: [p[0] for p in POST_LIST],
-            "post_name": [f"Overseas Community Service Post {p[1]}" for p in POST_LIST],
-            "region": [p[2] for p in POST_LIST],
-            "country": [p[3] for p in POST_LIST],
-        }
-    )
-
-
 def empty_table(name: str) -> pd.DataFrame:
     """A table with the schema's columns and no rows."""
     kinds = {
@@ -87,7 +81,7 @@ def empty_table(name: str) -> pd.DataFrame:
         "bool": "boolean",
         "timestamp": "datetime64[ns, UTC]",
     }
-    table = next(t for t in SCHEMA_TABLES if t.name == name)
+    table = TABLES_BY_NAME[name]
     return pd.DataFrame({c.name: pd.Series(dtype=kinds[c.kind]) for c in table.columns})
 
 
@@ -107,7 +101,7 @@ def _placeholder_identity(card_numbers: pd.Series, source: str) -> pd.DataFrame:
 def _granted_consents(card_numbers: pd.Series, at: pd.Series) -> pd.DataFrame:
     """Consent granted for every purpose when the card was issued."""
     rows = []
-    for purpose in ("marketing_push", "analytics"):
+    for purpose in CONSENT_PURPOSES:
         rows.append(
             pd.DataFrame(
                 {
@@ -159,11 +153,9 @@ def import_movielens(
     offers = _movielens_offers(path, ratings)
     events = _movielens_events(ratings)
     as_of = ratings["time"].max() + pd.Timedelta(seconds=1)
-    needs = pd.DataFrame(
-        {NEED_ID: list(NEED_CATEGORIES), "label": list(NEED_CATEGORIES.values())}
-    )
+    needs = need_categories_table()
     tables = {
-        "posts": _posts(),
+        "posts": posts_table(),
         "card_holders": holders,
         "identity": _placeholder_identity(holders[CARD_NUMBER], "MovieLens"),
         "need_categories": needs,
@@ -287,7 +279,7 @@ def import_telco(path: Path = TELCO_FILE) -> tuple[dict[str, pd.DataFrame], dict
         }
     )
     tables = {
-        "posts": _posts(),
+        "posts": posts_table(),
         "card_holders": holders,
         "identity": _placeholder_identity(holders[CARD_NUMBER], "Telco"),
         "need_categories": needs,

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
         if secret is None:
             raise ConfigurationError(
                 "no pseudonym secret: set PRECISION_PSEUDONYM_SECRET or run "
-                f"'precision init' to create {secret_file}"
+                f"'precision warehouse init-secret' to create {secret_file}"
             )
         if len(secret.encode("utf-8")) < MIN_SECRET_BYTES:
             raise ConfigurationError(

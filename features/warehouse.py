@@ -29,6 +29,7 @@ from features.schema import (
     TABLES,
     TABLES_BY_NAME,
 )
+from features.times import utc_timestamp
 from features.validation import (
     KeyLookup,
     normalize_table,
@@ -286,12 +287,7 @@ class Warehouse:
                 f"{META_FILE} in {self.directory} has no 'as_of'; regenerate or "
                 "re-import the warehouse"
             )
-        stamp = pd.Timestamp(value)
-        return (
-            stamp.tz_localize("UTC")
-            if stamp.tzinfo is None
-            else stamp.tz_convert("UTC")
-        )
+        return utc_timestamp(value)
 
     def fingerprint(self) -> str:
         """A stable hash of the stored table files: same data, same fingerprint."""

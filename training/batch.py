@@ -52,7 +52,15 @@ from training.offers import (
     candidate_features,
     propensity_table,
 )
-from training.rules import ACTIVE, _category_key, _redeemed_list, _truthy
+from training.rules import (
+    ACTIVE,
+    age_failures,
+    as_utc,
+    category_key,
+    is_true,
+    redeemed_ids,
+    utc_naive,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +263,7 @@ def _text(frame: pd.DataFrame, column: str) -> np.ndarray | None:
 
 def _redeemed_matrix(column: pd.Series, offer_ids: np.ndarray) -> np.ndarray:
     """Cards x offers flags of offers each card already redeemed."""
-    lists = [_redeemed_list(value) for value in column.to_numpy(dtype=object)]
+    lists = [redeemed_ids(value) for value in column.to_numpy(dtype=object)]
     owners = np.repeat(np.arange(len(lists)), [len(ids) for ids in lists])
     flat = [offer for ids in lists for offer in ids]
     out = np.zeros((len(lists), len(offer_ids)), dtype=bool)
@@ -285,8 +293,6 @@ def _offer_vectors(
     scale = getattr(model, "need_scale_", None)
     has_scale = scale is not None and not scale.empty
     rules = rule_offers.reindex(pd.Index(ids))
-    when = pd.Timestamp(at)
-    when = when.tz_localize("UTC") if when.tzinfo is None else when.tz_convert("UTC")
     return _Offers(
         ids=ids,
         facts=facts,
@@ -310,7 +316,7 @@ def _offer_vectors(
         region_feature=_aligned_text(aligned, OFFER_REGION),
         region_text=rules["region"].to_numpy(dtype=object),
         known=rule_offers.index.get_indexer(ids) >= 0,
-        blocked=_offer_blocked(rules, when),
+        blocked=_offer_blocked(rules, as_utc(at)),
         global_region=(rules["region"] == OFFER_REGION_GLOBAL).to_numpy(),
         region_code=pd.Index(
             pd.unique(rules["region"].to_numpy(dtype=object))
@@ -318,10 +324,10 @@ def _offer_vectors(
         min_age=pd.to_numeric(rules["min_age"], errors="coerce").to_numpy(float),
         max_age=pd.to_numeric(rules["max_age"], errors="coerce").to_numpy(float),
         requires_active=np.array(
-            [_truthy(v) for v in rules["requires_active_card"]], dtype=bool
+            [is_true(v) for v in rules["requires_active_card"]], dtype=bool
         ),
         category=pd.factorize(
-            np.array([_category_key(v) for v in rules["category"]], dtype=object)
+            np.array([category_key(v) for v in rules["category"]], dtype=object)
         )[0],
     )
 
@@ -335,19 +341,12 @@ def _aligned_text(aligned: pd.DataFrame, column: str) -> np.ndarray | None:
 def _offer_blocked(rules: pd.DataFrame, when: pd.Timestamp) -> np.ndarray:
     """Offers no card may get at ``when``: unknown, out of validity, no quota."""
     stamp = when.tz_localize(None).to_datetime64()
-    valid_from = _naive(rules["valid_from"])
-    valid_to = _naive(rules["valid_to"])
+    valid_from = utc_naive(rules["valid_from"])
+    valid_to = utc_naive(rules["valid_to"])
     quota = pd.to_numeric(rules["quota_left"], errors="coerce").to_numpy(float)
     with np.errstate(invalid="ignore"):
         out = (valid_from > stamp) | (valid_to < stamp) | (quota <= 0)
     return out
-
-
-def _naive(column: pd.Series) -> np.ndarray:
-    values = pd.to_datetime(column)
-    if values.dt.tz is not None:
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    return values.to_numpy(dtype="datetime64[ns]")
 
 
 def _segment_lists(stage: CandidateStage, n: int) -> dict[str, _Segment]:
@@ -638,19 +637,9 @@ def _eligible(offers: _Offers, cards: _Cards, offer: np.ndarray) -> np.ndarray:
     ok &= offers.global_region[item] | (
         offers.region_code[item] == cards.region[:, None]
     )
-    ok &= ~_age_failures(offers, cards, item)
+    ok &= ~age_failures(cards.age[:, None], offers.min_age[item], offers.max_age[item])
     ok &= ~np.take_along_axis(cards.redeemed, item, axis=1)
     return ok
-
-
-def _age_failures(offers: _Offers, cards: _Cards, item: np.ndarray) -> np.ndarray:
-    age = cards.age[:, None]
-    low, high = offers.min_age[item], offers.max_age[item]
-    bounded = ~np.isnan(low) | ~np.isnan(high)
-    with np.errstate(invalid="ignore"):
-        too_young = ~np.isnan(low) & (age < low)
-        too_old = ~np.isnan(high) & (age > high)
-    return too_young | too_old | (bounded & np.isnan(age))
 
 
 def _top_k(

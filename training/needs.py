@@ -483,25 +483,27 @@ class NeedsModel(BaseEstimator):
         return table
 
     def _validate_params(self) -> None:
+        stop = self.early_stopping_rounds
         checks = {
-            "n_estimators": self.n_estimators >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "num_leaves": self.num_leaves >= 2,
-            "min_child_samples": self.min_child_samples >= 1,
-            "feature_fraction": 0 < self.feature_fraction <= 1,
-            "reg_lambda": self.reg_lambda >= 0,
-            "calibration": self.calibration in CALIBRATION_METHODS,
-            "calibration_fraction": 0 < self.calibration_fraction < 1,
-            "num_threads": self.num_threads >= 1,
-            "early_stopping_rounds": self.early_stopping_rounds is None
-            or self.early_stopping_rounds >= 1,
+            "n_estimators": (self.n_estimators >= 1, "1 or more"),
+            "learning_rate": (self.learning_rate > 0, "above 0"),
+            "num_leaves": (self.num_leaves >= 2, "2 or more"),
+            "min_child_samples": (self.min_child_samples >= 1, "1 or more"),
+            "feature_fraction": (0 < self.feature_fraction <= 1, "in (0, 1]"),
+            "reg_lambda": (self.reg_lambda >= 0, "0 or more"),
+            "calibration": (
+                self.calibration in CALIBRATION_METHODS,
+                f"one of {list(CALIBRATION_METHODS)}",
+            ),
+            "calibration_fraction": (0 < self.calibration_fraction < 1, "in (0, 1)"),
+            "num_threads": (self.num_threads >= 1, "1 or more"),
+            "early_stopping_rounds": (stop is None or stop >= 1, "None or 1 or more"),
         }
-        for name, ok in checks.items():
+        for name, (ok, allowed) in checks.items():
             if not ok:
                 raise InputError(
-                    f"NeedsModel parameter {name!r} is out of range: got "
-                    f"{getattr(self, name)!r}; see the class docstring for "
-                    "allowed values"
+                    f"expected NeedsModel parameter {name!r} {allowed}, got "
+                    f"{getattr(self, name)!r}; pass {name} {allowed} to NeedsModel"
                 )
 
     def _calibration_split(

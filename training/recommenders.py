@@ -288,7 +288,11 @@ class ALSRecommender(_Recommender):
     """Implicit-feedback matrix factorisation (Hu, Koren and Volinsky, 2008).
 
     Wraps ``implicit.cpu.als.AlternatingLeastSquares`` (always the CPU solver, so
-    results do not depend on a GPU being present). Confidence is ``1 + alpha * weight``.
+    results do not depend on a GPU being present). The confidence of an observed
+    pair is ``alpha * weight``, not the paper's ``1 + alpha * weight``: implicit
+    scales the matrix by ``alpha`` and uses it as the confidence, while unobserved
+    pairs keep confidence 1. Weights with ``alpha * weight`` below 1 therefore count
+    less than an unobserved pair.
 
     Args:
         factors: latent dimensions.
@@ -319,7 +323,9 @@ class ALSRecommender(_Recommender):
         _require_positive_int("factors", self.factors)
         _require_positive_int("iterations", self.iterations)
         _require_non_negative("regularization", self.regularization)
-        _require_non_negative("alpha", self.alpha)
+        # alpha = 0 would zero every confidence, so implicit reads each
+        # interaction as a dislike.
+        _require_positive("alpha", self.alpha, "try 1 to 40")
 
     def _fit(self, user_items: sparse.csr_matrix) -> None:
         from implicit.cpu.als import AlternatingLeastSquares
@@ -363,7 +369,17 @@ class ALSRecommender(_Recommender):
         return self.user_factors_[user_ids] @ self.item_factors_.T
 
 
-class EASERecommender(_Recommender):
+class _ItemItemRecommender(_Recommender):
+    """Models that score a user from their current row of ``user_items``."""
+
+    def _check_history(
+        self, user_ids: np.ndarray, user_items: sparse.csr_matrix
+    ) -> None:
+        empty = user_ids[_row_nonzero_counts(user_items)[user_ids] == 0]
+        _raise_cold(type(self).__name__, empty, "have no interactions in user_items")
+
+
+class EASERecommender(_ItemItemRecommender):
     """Embarrassingly shallow autoencoder: closed-form item-item weights (Steck, 2019).
 
     ``B = I - P / diag(P)`` with ``P = (X'X + l2 I)^-1`` and a zero diagonal; a user's
@@ -380,10 +396,7 @@ class EASERecommender(_Recommender):
         self.binary = binary
 
     def _check_params(self) -> None:
-        if not isinstance(self.l2, int | float) or self.l2 <= 0:
-            raise InputError(
-                f"l2 must be a positive number; got {self.l2!r}; try 100 to 1000"
-            )
+        _require_positive("l2", self.l2, "try 100 to 1000")
 
     def _fit(self, user_items: sparse.csr_matrix) -> None:
         matrix = self._prepare(user_items)
@@ -400,12 +413,6 @@ class EASERecommender(_Recommender):
             )
         self.item_weights_ = weights.astype(np.float32)
 
-    def _check_history(
-        self, user_ids: np.ndarray, user_items: sparse.csr_matrix
-    ) -> None:
-        empty = user_ids[_row_nonzero_counts(user_items)[user_ids] == 0]
-        _raise_cold(type(self).__name__, empty, "have no interactions in user_items")
-
     def _score_block(
         self, user_ids: np.ndarray, user_items: sparse.csr_matrix
     ) -> np.ndarray:
@@ -420,7 +427,7 @@ class EASERecommender(_Recommender):
         return matrix
 
 
-class RP3betaRecommender(_Recommender):
+class RP3betaRecommender(_ItemItemRecommender):
     """Random walks of three steps, item to user to item (Paudel et al., 2017).
 
     The transition from item ``i`` to item ``j`` is the chance of walking from ``i``
@@ -440,10 +447,7 @@ class RP3betaRecommender(_Recommender):
 
     def _check_params(self) -> None:
         _require_non_negative("beta", self.beta)
-        if not isinstance(self.alpha, int | float) or self.alpha <= 0:
-            raise InputError(
-                f"alpha must be a positive number; got {self.alpha!r}; try 0.5 to 1"
-            )
+        _require_positive("alpha", self.alpha, "try 0.5 to 1")
 
     def _fit(self, user_items: sparse.csr_matrix) -> None:
         matrix = user_items.astype(np.float64)
@@ -461,12 +465,6 @@ class RP3betaRecommender(_Recommender):
                 "values; lower beta"
             )
         self.item_weights_ = weights.astype(np.float32)
-
-    def _check_history(
-        self, user_ids: np.ndarray, user_items: sparse.csr_matrix
-    ) -> None:
-        empty = user_ids[_row_nonzero_counts(user_items)[user_ids] == 0]
-        _raise_cold(type(self).__name__, empty, "have no interactions in user_items")
 
     def _score_block(
         self, user_ids: np.ndarray, user_items: sparse.csr_matrix
@@ -522,11 +520,16 @@ class BlendRecommender(_Recommender):
         return blended
 
 
+def _row_of_entry(matrix: sparse.csr_matrix) -> np.ndarray:
+    """The row of every stored entry of a CSR matrix."""
+    return np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+
+
 def _row_nonzero_counts(user_items: sparse.csr_matrix) -> np.ndarray:
     """Non-zero entries per row (explicit zeros do not count as interactions)."""
     nonzero = user_items.data != 0
-    row_of_entry = np.repeat(np.arange(user_items.shape[0]), np.diff(user_items.indptr))
-    return np.bincount(row_of_entry[nonzero], minlength=user_items.shape[0])
+    rows = _row_of_entry(user_items)[nonzero]
+    return np.bincount(rows, minlength=user_items.shape[0])
 
 
 def _row_normalised(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
@@ -539,8 +542,7 @@ def _row_normalised(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
 def _mask_seen(scores: np.ndarray, rows: sparse.csr_matrix) -> None:
     """Set the scores of already-seen items to minus infinity, in place."""
     seen = rows.data != 0
-    row_of_entry = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-    scores[row_of_entry[seen], rows.indices[seen]] = -np.inf
+    scores[_row_of_entry(rows)[seen], rows.indices[seen]] = -np.inf
 
 
 def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -569,32 +571,51 @@ def _top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _check_user_ids(user_ids: np.ndarray, n_rows: int) -> np.ndarray:
     """Integer row indices inside the matrix."""
-    ids = np.asarray(user_ids)
-    if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
-        raise InputError(
-            "user_ids must be a 1-d array of integer row indices; got "
-            f"shape {ids.shape} and dtype {ids.dtype}; map card keys to rows first"
-        )
-    if ids.size and (ids.min() < 0 or ids.max() >= n_rows):
-        raise InputError(
-            f"user_ids must lie in [0, {n_rows}) (rows of user_items); got values "
-            f"from {ids.min()} to {ids.max()}; pass the full user x item matrix"
-        )
-    return ids.astype(np.int64)
+    return _check_indices(
+        user_ids,
+        n_rows,
+        name="user_ids",
+        what="row indices",
+        within="rows of user_items",
+        remedy_kind="map card keys to rows first",
+        remedy_range="pass the full user x item matrix",
+    )
 
 
 def _check_item_ids(item_ids: np.ndarray, n_items: int) -> np.ndarray:
     """Integer column indices inside the fitted catalogue."""
-    ids = np.asarray(item_ids)
+    return _check_indices(
+        item_ids,
+        n_items,
+        name="item_ids",
+        what="column indices",
+        within="fitted catalogue",
+        remedy_kind="map offer ids to columns first",
+        remedy_range="refit after the catalogue grows",
+    )
+
+
+def _check_indices(
+    values: np.ndarray,
+    bound: int,
+    *,
+    name: str,
+    what: str,
+    within: str,
+    remedy_kind: str,
+    remedy_range: str,
+) -> np.ndarray:
+    """Integer indices in ``[0, bound)`` as int64, or an error naming ``name``."""
+    ids = np.asarray(values)
     if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
         raise InputError(
-            "item_ids must be a 1-d array of integer column indices; got "
-            f"shape {ids.shape} and dtype {ids.dtype}; map offer ids to columns first"
+            f"{name} must be a 1-d array of integer {what}; got shape {ids.shape} "
+            f"and dtype {ids.dtype}; {remedy_kind}"
         )
-    if ids.size and (ids.min() < 0 or ids.max() >= n_items):
+    if ids.size and (ids.min() < 0 or ids.max() >= bound):
         raise InputError(
-            f"item_ids must lie in [0, {n_items}) (fitted catalogue); got values from "
-            f"{ids.min()} to {ids.max()}; refit after the catalogue grows"
+            f"{name} must lie in [0, {bound}) ({within}); got values from "
+            f"{ids.min()} to {ids.max()}; {remedy_range}"
         )
     return ids.astype(np.int64)
 
@@ -602,19 +623,31 @@ def _check_item_ids(item_ids: np.ndarray, n_items: int) -> np.ndarray:
 def _raise_cold(model: str, cold: np.ndarray, why: str) -> None:
     if len(cold) == 0:
         return
-    shown = ", ".join(str(user) for user in np.unique(cold)[:5])
+    rows = np.unique(cold)
+    shown = ", ".join(str(user) for user in rows[:5])
+    more = ", ..." if len(rows) > 5 else ""
     raise ColdStartError(
         f"{model} needs users with interactions; {len(cold)} user(s) {why} "
-        f"(rows {shown}{', ...' if len(np.unique(cold)) > 5 else ''}); route them to "
-        "the cold-start path (PopularityRecommender) with has_history()"
+        f"(rows {shown}{more}); route them to the cold-start path "
+        "(PopularityRecommender) with has_history()"
     )
 
 
 def _require_positive_int(name: str, value: object) -> None:
     if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 1:
-        raise InputError(f"{name} must be a positive integer; got {value!r}; fix it")
+        raise InputError(
+            f"{name} must be a positive integer; got {value!r}; set {name} to 1 or more"
+        )
 
 
 def _require_non_negative(name: str, value: object) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-        raise InputError(f"{name} must be a non-negative number; got {value!r}; fix it")
+        raise InputError(
+            f"{name} must be a non-negative number; got {value!r}; set {name} to 0 "
+            "or more"
+        )
+
+
+def _require_positive(name: str, value: object, hint: str) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise InputError(f"{name} must be a positive number; got {value!r}; {hint}")

@@ -42,6 +42,7 @@ import pandas as pd
 
 from features.errors import InputError
 from features.schema import CARD_KEY, OFFER_ID, OFFER_REGION_GLOBAL
+from features.times import utc_timestamp
 
 logger = logging.getLogger(__name__)
 
@@ -119,13 +120,10 @@ def _check_inputs(
 
 def as_utc(value: Any) -> pd.Timestamp:
     """A timestamp in UTC; a naive one is taken as UTC."""
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is None:
-        return stamp.tz_localize("UTC")
-    return stamp.tz_convert("UTC")
+    return utc_timestamp(value)
 
 
-def _utc_naive(column: pd.Series) -> np.ndarray:
+def utc_naive(column: pd.Series) -> np.ndarray:
     """UTC instants as naive ``datetime64[ns]`` (naive input is taken as UTC)."""
     values = pd.to_datetime(column)
     if values.dt.tz is not None:
@@ -135,7 +133,40 @@ def _utc_naive(column: pd.Series) -> np.ndarray:
 
 def has_marketing_consent(value: Any) -> bool:
     """Whether a consent value means "yes" (missing means no)."""
-    return value is not None and not pd.isna(value) and bool(value)
+    return is_true(value)
+
+
+def is_true(value: Any) -> bool:
+    """Whether a flag is set; a missing value (None, NaN, NA) is not."""
+    return _present(value) and bool(value)
+
+
+def category_key(value: Any) -> str:
+    """An offer's category as the diversity rule groups it (missing is ``""``)."""
+    return str(value) if _present(value) else ""
+
+
+def redeemed_ids(value: Any) -> list[str]:
+    """The offer ids in a card's ``redeemed_offer_ids`` cell (missing is none)."""
+    if value is None:
+        return []
+    if isinstance(value, float) and np.isnan(value):
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def age_failures(age: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Where an age falls outside ``[low, high]``, element-wise.
+
+    NaN bounds are open; an unknown (NaN) age fails whenever a bound is set.
+    """
+    bounded = ~np.isnan(low) | ~np.isnan(high)
+    with np.errstate(invalid="ignore"):
+        too_young = ~np.isnan(low) & (age < low)
+        too_old = ~np.isnan(high) & (age > high)
+    return too_young | too_old | (bounded & np.isnan(age))
 
 
 def card_status(card_key: str, cards: pd.DataFrame) -> str:
@@ -300,9 +331,9 @@ def _passes(
     offer = offer_rows.get(offer_id)
     if offer is None or offer_id in excluded:
         return False
-    if offer_id in _redeemed_list(card["redeemed_offer_ids"]):
+    if offer_id in redeemed_ids(card["redeemed_offer_ids"]):
         return False
-    if _truthy(offer["requires_active_card"]) and card["card_status"] != ACTIVE:
+    if is_true(offer["requires_active_card"]) and card["card_status"] != ACTIVE:
         return False
     if not _within(when, offer["valid_from"], offer["valid_to"]):
         return False
@@ -311,7 +342,7 @@ def _passes(
     if not _age_ok(card["age"], offer["min_age"], offer["max_age"]):
         return False
     quota = offer["quota_left"]
-    if quota is not None and not pd.isna(quota) and quota <= 0:
+    if _present(quota) and quota <= 0:
         return False
     return not np.isnan(score)
 
@@ -331,7 +362,7 @@ def _top_for_card(
         if offer_id in seen:
             continue
         seen.add(offer_id)
-        category = _category_key(offer_rows[offer_id]["category"])
+        category = category_key(offer_rows[offer_id]["category"])
         if max_per_category is not None:
             if per_category.get(category, 0) >= max_per_category:
                 continue
@@ -411,8 +442,7 @@ def _evaluate(
 
     order = _ranking_order(facts, score, np.flatnonzero(codes < 0))
     card = facts.card_codes[order]
-    n_offers = max(len(facts.offer_known), 1)
-    pair = card.astype(np.int64) * n_offers + facts.offer_codes[order]
+    pair = _pair_codes(card, facts.offer_codes[order], len(facts.offer_known))
     sorted_codes = np.full(len(order), -1, dtype=np.int8)
     sorted_codes[pd.Index(pair).duplicated()] = OUTCOMES.index("duplicate")
 
@@ -460,7 +490,7 @@ def _facts(
     card_region = _take(cards["region"].to_numpy(dtype=object), card_pos)
     offer_region = _take(offers["region"].to_numpy(dtype=object), offer_pos)
     regions = pd.Index(pd.unique(np.concatenate([card_region, offer_region])))
-    categories = np.array([_category_key(v) for v in offers["category"]], dtype=object)
+    categories = np.array([category_key(v) for v in offers["category"]], dtype=object)
     category_codes = pd.factorize(categories)[0] if len(categories) else categories
 
     sort_key = np.empty(len(offer_keys), dtype=np.int64)
@@ -476,14 +506,14 @@ def _facts(
         card_region=regions.get_indexer(card_region),
         card_consent=_take(_consent_flags(cards["consent_marketing"]), card_pos),
         offer_known=offer_pos >= 0,
-        offer_valid_from=_take(_utc_naive(offers["valid_from"]), offer_pos),
-        offer_valid_to=_take(_utc_naive(offers["valid_to"]), offer_pos),
+        offer_valid_from=_take(utc_naive(offers["valid_from"]), offer_pos),
+        offer_valid_to=_take(utc_naive(offers["valid_to"]), offer_pos),
         offer_region=regions.get_indexer(offer_region),
         offer_global=offer_region == OFFER_REGION_GLOBAL,
         offer_min_age=_take(_numbers(offers["min_age"]), offer_pos),
         offer_max_age=_take(_numbers(offers["max_age"]), offer_pos),
         offer_requires_active=_take(
-            np.array([_truthy(v) for v in offers["requires_active_card"]], dtype=bool),
+            np.array([is_true(v) for v in offers["requires_active_card"]], dtype=bool),
             offer_pos,
         ),
         offer_quota_left=_take(_numbers(offers["quota_left"]), offer_pos),
@@ -519,7 +549,7 @@ def _eligibility_failures(
     offer_out = (facts.offer_valid_from > when) | (facts.offer_valid_to < when)
     offer_region_ok = facts.offer_global
     card, offer = facts.card_codes, facts.offer_codes
-    pair = card.astype(np.int64) * max(len(facts.offer_known), 1) + offer
+    pair = _pair_codes(card, offer, len(facts.offer_known))
     with np.errstate(invalid="ignore"):
         quota_out = facts.offer_quota_left <= 0
 
@@ -546,14 +576,11 @@ def _eligibility_failures(
 
 
 def _age_failures(facts: _Facts) -> np.ndarray:
-    age = facts.card_age[facts.card_codes]
-    low = facts.offer_min_age[facts.offer_codes]
-    high = facts.offer_max_age[facts.offer_codes]
-    bounded = ~np.isnan(low) | ~np.isnan(high)
-    with np.errstate(invalid="ignore"):
-        too_young = ~np.isnan(low) & (age < low)
-        too_old = ~np.isnan(high) & (age > high)
-    return too_young | too_old | (bounded & np.isnan(age))
+    return age_failures(
+        facts.card_age[facts.card_codes],
+        facts.offer_min_age[facts.offer_codes],
+        facts.offer_max_age[facts.offer_codes],
+    )
 
 
 def _redeemed_pairs(
@@ -568,7 +595,7 @@ def _redeemed_pairs(
     owners: list[int] = []
     offer_ids: list[str] = []
     for code in np.flatnonzero(card_pos >= 0):
-        ids = _redeemed_list(redeemed[card_pos[code]])
+        ids = redeemed_ids(redeemed[card_pos[code]])
         owners.extend([int(code)] * len(ids))
         offer_ids.extend(ids)
     if not offer_ids:
@@ -576,8 +603,13 @@ def _redeemed_pairs(
 
     offer_codes = pd.Index(offer_keys).get_indexer(offer_ids)
     known = offer_codes >= 0
-    n_offers = max(len(offer_keys), 1)
-    return np.asarray(owners, dtype=np.int64)[known] * n_offers + offer_codes[known]
+    owner_codes = np.asarray(owners, dtype=np.int64)[known]
+    return _pair_codes(owner_codes, offer_codes[known], len(offer_keys))
+
+
+def _pair_codes(card: np.ndarray, offer: np.ndarray, n_offers: int) -> np.ndarray:
+    """One integer per (card code, offer code) pair."""
+    return card.astype(np.int64) * max(n_offers, 1) + offer
 
 
 def _ranking_order(
@@ -600,35 +632,21 @@ def _rank_within_runs(card: np.ndarray) -> np.ndarray:
     return index - run_start + 1
 
 
-def _category_key(value: Any) -> str:
-    return "" if value is None or pd.isna(value) else str(value)
-
-
-def _redeemed_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, float) and np.isnan(value):
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value]
-
-
-def _truthy(value: Any) -> bool:
-    return value is not None and not pd.isna(value) and bool(value)
+def _present(value: Any) -> bool:
+    """Whether a scalar holds a value (None, NaN, NaT and NA do not)."""
+    return value is not None and not pd.isna(value)
 
 
 def _within(when: pd.Timestamp, start: Any, end: Any) -> bool:
-    if start is not None and not pd.isna(start) and as_utc(start) > when:
+    if _present(start) and as_utc(start) > when:
         return False
-    return end is None or pd.isna(end) or as_utc(end) >= when
+    return not _present(end) or as_utc(end) >= when
 
 
 def _age_ok(age: Any, low: Any, high: Any) -> bool:
-    low_set = low is not None and not pd.isna(low)
-    high_set = high is not None and not pd.isna(high)
+    low_set, high_set = _present(low), _present(high)
     if not (low_set or high_set):
         return True
-    if age is None or pd.isna(age):
+    if not _present(age):
         return False
     return (not low_set or age >= low) and (not high_set or age <= high)

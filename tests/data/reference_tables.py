@@ -3,6 +3,9 @@
 This is the straightforward formulation the product's vectorised builder replaced
 (each card and snapshot joined with all its events, counted with filters). It is
 slow but easy to check by eye; tests compare the product's tables with it.
+
+``post_stats`` is built by the product's own SQL (imported below), so comparing it
+here proves nothing; hand-made cases in ``test_feature_tables.py`` check it.
 """
 
 from __future__ import annotations
@@ -17,10 +20,22 @@ from typing import Any
 import duckdb
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from features.cards import pseudonyms
-from features.errors import InputError
+from features.feature_tables import (  # plumbing shared with the product's builder
+    NO_AGE_LIMIT,
+    OFFER_STATS_WINDOW_DAYS,
+    OFFER_WINDOWS_DAYS,
+    PUSH_WINDOW_DAYS,
+    SERVICE_WINDOWS_DAYS,
+    _checked_snapshots,
+    _days_between,
+    _ratio,
+    _utc_timestamps,
+    _write_atomically,
+    offer_history_columns,
+    post_stats_sql,
+)
 from features.schema import (
     CARD_KEY,
     CARD_NUMBER,
@@ -31,48 +46,6 @@ from features.schema import (
 )
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_SNAPSHOT_COUNT = 12
-SERVICE_WINDOWS_DAYS = (30, 90, 365)
-PUSH_WINDOW_DAYS = 90
-OFFER_WINDOWS_DAYS = (90, 365)
-OFFER_STATS_WINDOW_DAYS = 30
-POST_WINDOW_DAYS = 90
-NO_AGE_LIMIT = (0, 120)
-
-CARD_VIEWS = ("card_profile", "push_engagement", "service_use", "offer_history")
-VIEW_KEYS: dict[str, str] = {
-    "card_profile": CARD_KEY,
-    "push_engagement": CARD_KEY,
-    "service_use": CARD_KEY,
-    "offer_history": CARD_KEY,
-    "offer_stats": OFFER_ID,
-    "post_stats": POST_ID,
-}
-
-
-def default_snapshots(
-    as_of: pd.Timestamp, count: int = DEFAULT_SNAPSHOT_COUNT
-) -> list[pd.Timestamp]:
-    """Monthly snapshot times ending at ``as_of`` (included), oldest first.
-
-    Args:
-        as_of: the instant the warehouse ends.
-        count: how many monthly snapshots to take.
-
-    Returns:
-        ``count`` UTC timestamps one calendar month apart.
-    """
-    end = to_utc(as_of)
-    return [end - pd.DateOffset(months=k) for k in reversed(range(count))]
-
-
-def to_utc(value: Any) -> pd.Timestamp:
-    """A timestamp in UTC; naive input is taken as UTC, other zones are converted."""
-    stamp = pd.Timestamp(value)
-    if stamp.tzinfo is None:
-        return stamp.tz_localize("UTC")
-    return stamp.tz_convert("UTC")
 
 
 def build_feature_tables(
@@ -118,26 +91,6 @@ def build_feature_tables(
     return paths
 
 
-def _checked_snapshots(
-    warehouse: Any, snapshots: Sequence[pd.Timestamp] | None
-) -> list[pd.Timestamp]:
-    as_of = to_utc(warehouse.as_of())
-    if snapshots is None:
-        return default_snapshots(as_of)
-    stamps = sorted({to_utc(s) for s in snapshots})
-    if not stamps:
-        raise InputError(
-            "snapshots: expected at least one timestamp, got an empty list; pass "
-            "None for monthly snapshots over the last year"
-        )
-    if stamps[-1] > as_of:
-        raise InputError(
-            f"snapshots: expected times up to the warehouse's as_of {as_of}, got "
-            f"{stamps[-1]}; features after the data ends would be empty"
-        )
-    return stamps
-
-
 def _prepare(
     con: duckdb.DuckDBPyConnection, stamps: list[pd.Timestamp], secret: bytes
 ) -> None:
@@ -170,37 +123,6 @@ def _prepare(
         JOIN card_keys k USING ({CARD_NUMBER})
         JOIN snaps s ON CAST(c.issued_at AS TIMESTAMPTZ) < s.snapshot
         """
-    )
-
-
-def _utc_timestamps(table: pa.Table) -> pa.Table:
-    """Store every timestamp column as microseconds in UTC."""
-    fields = []
-    for field in table.schema:
-        if pa.types.is_timestamp(field.type):
-            field = field.with_type(pa.timestamp("us", tz="UTC"))
-        fields.append(field)
-    return table.cast(pa.schema(fields))
-
-
-def _write_atomically(table: pa.Table, out_dir: Path, view: str) -> Path:
-    path = out_dir / f"{view}.parquet"
-    aside = out_dir / f".{view}.parquet.partial"
-    pq.write_table(table, aside, compression="zstd")
-    aside.replace(path)
-    return path
-
-
-def _days_between(later: str, earlier: str) -> str:
-    """SQL for the whole days from ``earlier`` to ``later``, as a double."""
-    return f"CAST(date_diff('second', {earlier}, {later}) AS DOUBLE) / 86400.0"
-
-
-def _ratio(numerator: str, denominator: str) -> str:
-    """SQL for a rate that is 0 when nothing was counted."""
-    return (
-        f"CASE WHEN {denominator} > 0 "
-        f"THEN CAST({numerator} AS DOUBLE) / {denominator} ELSE 0.0 END"
     )
 
 
@@ -295,16 +217,6 @@ def push_engagement_sql() -> str:
     """
 
 
-def service_use_columns() -> list[str]:
-    """Feature columns of ``service_use``, in table order."""
-    columns = []
-    for need in NEED_CATEGORIES:
-        columns += [f"svc_{need}_{days}d" for days in SERVICE_WINDOWS_DAYS]
-        columns.append(f"days_since_{need}")
-    totals = [f"svc_total_{days}d" for days in SERVICE_WINDOWS_DAYS]
-    return [*columns, *totals, "distinct_needs_365d"]
-
-
 def service_use_sql() -> str:
     """Service use per need category over 30, 90 and 365 days before a snapshot."""
     longest = max(SERVICE_WINDOWS_DAYS)
@@ -354,15 +266,6 @@ OFFER_EVENT_COUNTS = {
     "clicks": "click",
     "redemptions": "redemption",
 }
-
-
-def offer_history_columns() -> list[str]:
-    """Count columns of ``offer_history``, in table order."""
-    return [
-        f"offer_{label}_{days}d"
-        for days in OFFER_WINDOWS_DAYS
-        for label in OFFER_EVENT_COUNTS
-    ]
 
 
 def offer_history_sql() -> str:
@@ -467,51 +370,6 @@ def offer_stats_sql() -> str:
     CROSS JOIN snaps s
     LEFT JOIN agg a ON a.{OFFER_ID} = o.{OFFER_ID} AND a.snapshot = s.snapshot
     ORDER BY s.snapshot, o.{OFFER_ID}
-    """
-
-
-def post_stats_columns() -> list[str]:
-    """Feature columns of ``post_stats``, in table order."""
-    per_need = [f"post_{need}_per_card_{POST_WINDOW_DAYS}d" for need in NEED_CATEGORIES]
-    return ["post_card_count", "post_active_card_count", *per_need]
-
-
-def post_stats_sql() -> str:
-    """Card counts of every post and its service use per card by need."""
-    days = POST_WINDOW_DAYS
-    per_need = ", ".join(
-        f"count(*) FILTER (WHERE e.need_id = '{need}') AS n_{need}"
-        for need in NEED_CATEGORIES
-    )
-    rates = ", ".join(
-        f"{_ratio(f'coalesce(u.n_{need}, 0)', 'coalesce(c.cards, 0)')} "
-        f"AS post_{need}_per_card_{days}d"
-        for need in NEED_CATEGORIES
-    )
-    return f"""
-    WITH cards AS (
-        SELECT c.{POST_ID}, b.snapshot, count(*) AS cards,
-            count(*) FILTER (WHERE c.card_status = 'active' AND (
-                c.expires_at IS NULL
-                OR CAST(c.expires_at AS TIMESTAMPTZ) > b.snapshot)) AS active
-        FROM card_snaps b JOIN card_holders c USING ({CARD_NUMBER})
-        GROUP BY ALL
-    ), used AS (
-        SELECT e.{POST_ID}, s.snapshot, {per_need}
-        FROM snaps s
-        JOIN service_events e ON CAST(e.event_time AS TIMESTAMPTZ) < s.snapshot
-            AND e.event_time >= s.snapshot - INTERVAL {days} DAY
-        GROUP BY ALL
-    )
-    SELECT p.{POST_ID}, s.snapshot AS {EVENT_TIMESTAMP},
-        coalesce(c.cards, 0) AS post_card_count,
-        coalesce(c.active, 0) AS post_active_card_count,
-        {rates}
-    FROM posts p
-    CROSS JOIN snaps s
-    LEFT JOIN cards c ON c.{POST_ID} = p.{POST_ID} AND c.snapshot = s.snapshot
-    LEFT JOIN used u ON u.{POST_ID} = p.{POST_ID} AND u.snapshot = s.snapshot
-    ORDER BY s.snapshot, p.{POST_ID}
     """
 
 

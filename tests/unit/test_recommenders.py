@@ -231,7 +231,7 @@ def test_negative_weights_are_refused() -> None:
     ("model", "message"),
     [
         (ALSRecommender(factors=0), "factors must be a positive integer"),
-        (ALSRecommender(alpha=-1.0), "alpha must be a non-negative number"),
+        (ALSRecommender(alpha=0.0), "alpha must be a positive number"),
         (EASERecommender(l2=0), "l2 must be a positive number"),
         (RP3betaRecommender(alpha=0), "alpha must be a positive number"),
         (RP3betaRecommender(beta=-1.0), "beta must be a non-negative number"),
