@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import CARD_KEY, NEED_CATEGORIES, OFFER_ID, OFFER_REGION_GLOBAL
+from training.rules import category_key, is_true, utc_naive
 
 if TYPE_CHECKING:
     from training.needs import NeedsModel
@@ -206,8 +207,8 @@ class _OfferTables:
         known = position >= 0
         take = np.maximum(position, 0)
         when = as_utc(at)
-        start = _naive_utc(offers["valid_from"])[take]
-        end = _naive_utc(offers["valid_to"])[take]
+        start = utc_naive(offers["valid_from"])[take]
+        end = utc_naive(offers["valid_to"])[take]
         moment = when.tz_localize(None).to_datetime64()
         start_ok = np.isnat(start) | ~(start > moment)
         end_ok = np.isnat(end) | ~(end < moment)
@@ -225,12 +226,10 @@ class _OfferTables:
         self.min_age = np.where(known, _floats(offers["min_age"])[take], np.nan)
         self.max_age = np.where(known, _floats(offers["max_age"])[take], np.nan)
         active = np.array(
-            [_truthy(v) for v in offers["requires_active_card"]], dtype=bool
+            [is_true(v) for v in offers["requires_active_card"]], dtype=bool
         )
         self.requires_active = known & active[take]
-        categories = [
-            "" if v is None or pd.isna(v) else str(v) for v in offers["category"]
-        ]
+        categories = [category_key(v) for v in offers["category"]]
         self.category = [categories[p] if p >= 0 else "" for p in position.tolist()]
 
 
@@ -260,18 +259,8 @@ def _is_numeric(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
 
 
-def _naive_utc(column: pd.Series) -> np.ndarray:
-    """UTC instants as naive ``datetime64[ns]`` (naive input is taken as UTC)."""
-    values = pd.to_datetime(column, utc=True).dt.tz_localize(None)
-    return values.to_numpy(dtype="datetime64[ns]")
-
-
 def _floats(column: pd.Series) -> np.ndarray:
     return pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
-
-
-def _truthy(value: Any) -> bool:
-    return value is not None and not pd.isna(value) and bool(value)
 
 
 class CompiledOffers:

@@ -66,11 +66,14 @@ class WindowConfig(_Strict):
 class NeedsConfig(_Strict):
     """Hyperparameters of the needs model (LightGBM per need, then calibration)."""
 
-    n_estimators: int = Field(default=120, ge=1)
+    # Chosen on the last label window before the cut-off: shallow trees with many
+    # rows per leaf, and Platt scaling, which keeps the ranking that isotonic
+    # calibration flattens into ties (macro ROC-AUC 0.762 against 0.753).
+    n_estimators: int = Field(default=200, ge=1)
     learning_rate: float = Field(default=0.05, gt=0, le=1)
-    num_leaves: int = Field(default=15, ge=2)
-    min_child_samples: int = Field(default=20, ge=1)
-    calibration: Literal["isotonic", "sigmoid"] = "isotonic"
+    num_leaves: int = Field(default=4, ge=2)
+    min_child_samples: int = Field(default=200, ge=1)
+    calibration: Literal["isotonic", "sigmoid"] = "sigmoid"
 
 
 class OffersConfig(_Strict):
