@@ -15,6 +15,7 @@ from features.errors import InputError
 
 CARD_DIGITS = 10
 PSEUDONYM_HEX_CHARS = 24
+MAX_SHOWN_CHARS = 24
 _SEND_DIGITS = f"send it as a string of {CARD_DIGITS} digits"
 
 
@@ -22,8 +23,11 @@ def canonical_card_number(raw: object) -> str:
     """Return the canonical 10-digit string for a card number.
 
     Args:
-        raw: the card number as received: a string of digits (spaces and dashes
-            are ignored) or an integer that lost its leading zeros.
+        raw: the card number as received: a string of exactly ten digits (spaces
+            and dashes between them are ignored) or an integer that lost its
+            leading zeros on the way. Only integers are padded: a short string is
+            more likely a typo than a lost zero, and padding it could name another
+            card holder.
 
     Returns:
         The card number as exactly ten digits.
@@ -52,14 +56,21 @@ def canonical_card_number(raw: object) -> str:
     text = raw.strip().replace(" ", "").replace("-", "")
     if not text.isascii() or not text.isdigit():
         raise InputError(
-            f"card number {raw!r} must contain only digits; {_SEND_DIGITS}"
+            f"card number {_shown(raw)} must contain only digits; {_SEND_DIGITS}"
         )
-    if len(text) > CARD_DIGITS:
+    if len(text) != CARD_DIGITS:
         raise InputError(
-            f"card number {raw!r} has {len(text)} digits; expected {CARD_DIGITS}; "
-            "check it against the card"
+            f"card number {_shown(raw)} has {len(text)} digits; expected "
+            f"{CARD_DIGITS}; check it against the card"
         )
-    return text.zfill(CARD_DIGITS)
+    return text
+
+
+def _shown(raw: str) -> str:
+    """The received value for an error message, cut short when it is long."""
+    if len(raw) <= MAX_SHOWN_CHARS:
+        return repr(raw)
+    return f"{raw[:MAX_SHOWN_CHARS]!r}... ({len(raw)} characters)"
 
 
 def pseudonym(card_number: str, secret: bytes) -> str:

@@ -20,9 +20,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from features.errors import NotReadyError, PrecisionError
+from features.errors import LimitExceededError, NotReadyError, PrecisionError
 from features.settings import Settings
 from serving import ranking, segments
 from serving.auth import KeyStore, authorize, presented_key
@@ -40,6 +40,7 @@ from serving.settings import ServingSettings
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+MAX_BODY_BYTES = 1_000_000  # 1,000 cards fit in well under 100 kB
 PATH_PERMISSIONS: dict[str, str] = {
     "/recommend": "recommend",
     "/needs": "needs",
@@ -230,10 +231,57 @@ class AccessMiddleware:
             scope.setdefault("state", {})["role"] = authorize(
                 runtime.keys, presented_key(headers), permission
             )
+            check_declared_size(headers)
+            if "content-length" not in headers:
+                receive = await buffered_body(receive)
         except PrecisionError as error:
             await error_response(error)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def check_declared_size(headers: dict[str, str]) -> None:
+    """Refuse a body whose declared length is over :data:`MAX_BODY_BYTES`.
+
+    Raises:
+        LimitExceededError: naming the size sent and the limit.
+    """
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise LimitExceededError(_too_large(int(declared)))
+
+
+async def buffered_body(receive: Receive) -> Receive:
+    """Read a body sent without a length, refusing it once it passes the limit.
+
+    Returns:
+        A ``receive`` that replays the buffered messages to the routes.
+
+    Raises:
+        LimitExceededError: naming the size read so far and the limit.
+    """
+    messages: list[Message] = []
+    seen = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        seen += len(message.get("body", b""))
+        if seen > MAX_BODY_BYTES:
+            raise LimitExceededError(_too_large(seen))
+        if message["type"] != "http.request" or not message.get("more_body"):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
+
+
+def _too_large(size: int) -> str:
+    return (
+        f"request body is at least {size} bytes; the limit is {MAX_BODY_BYTES} "
+        "bytes: send at most 1,000 cards of 10 digits each"
+    )
 
 
 def json_model(model: BaseModel) -> Response:

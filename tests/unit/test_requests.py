@@ -125,6 +125,32 @@ def test_more_cards_than_the_limit_gets_413_stating_it(client, keys) -> None:
     assert "at most 1000" in response.json()["message"]
 
 
+def test_a_body_over_the_size_limit_gets_413_before_it_is_parsed(client, keys) -> None:
+    """A single card of a million digits once came back whole, a megabyte a card."""
+    body = {"cards": ["1" * 2_000_000]}
+
+    response = post(client, "/recommend", keys["notification"], body)
+
+    assert response.status_code == 413
+    assert "the limit is 1000000 bytes" in response.json()["message"]
+
+
+def test_a_body_sent_without_a_length_is_cut_at_the_limit(client, keys) -> None:
+    def chunks():
+        yield b'{"cards": ["'
+        for _ in range(300):
+            yield b"1" * 10_000
+        yield b'"]}'
+
+    response = client.post(
+        "/recommend",
+        content=chunks(),
+        headers={"X-API-Key": keys["notification"], "Content-Type": "application/json"},
+    )
+
+    assert response.status_code == 413
+
+
 def test_a_valid_body_without_models_gets_503_not_500(client, keys) -> None:
     response = post(client, "/needs", keys["admin"], {"cards": ["0000000001", 7]})
 
