@@ -27,5 +27,16 @@ register_training_commands(app)
 register_serving_commands(app)
 
 
+def main() -> None:
+    """Run the command line; a product error prints one line, not a traceback."""
+    from features.errors import PrecisionError
+
+    try:
+        app(standalone_mode=True)
+    except PrecisionError as error:
+        typer.secho(f"error: {error}", fg="red", err=True)
+        raise SystemExit(2) from error
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from features.feature_tables import NO_AGE_LIMIT
 from features.schema import CARD_KEY, OFFER_ID
 from training import ranking_metrics
 from training.needs_metrics import needs_report
@@ -71,8 +72,10 @@ def rule_inputs(
             "valid_from": offers["valid_from"],
             "valid_to": offers["valid_to"],
             "region": offers["offer_region"],
-            "min_age": offers["min_age"].astype(float),
-            "max_age": offers["max_age"].astype(float),
+            # The feature table stores "no limit" as 0 and 120; the rules want NaN,
+            # or a card of unknown age would fail every offer.
+            "min_age": _age_limit(offers["min_age"], NO_AGE_LIMIT[0]),
+            "max_age": _age_limit(offers["max_age"], NO_AGE_LIMIT[1]),
             "requires_active_card": offers["requires_active_card"]
             .fillna(0)
             .astype(bool),
@@ -83,6 +86,12 @@ def rule_inputs(
         index=offers.index,
     )
     return cards, offers
+
+
+def _age_limit(limits: pd.Series, no_limit: int) -> pd.Series:
+    """Age limits as floats, with the feature table's "no limit" value as NaN."""
+    values = limits.astype(float)
+    return values.where(values != no_limit)
 
 
 def needs_comparison(

@@ -375,3 +375,48 @@ def test_empty_batches_and_empty_tables_give_empty_lists() -> None:
         assert fast_or_slow(candidates.head(0), cards, offers, AT, 3).empty
         assert fast_or_slow(candidates, cards.head(0), offers, AT, 3).empty
         assert fast_or_slow(candidates, cards, offers.head(0), AT, 3).empty
+
+
+def test_offers_without_age_limits_reach_a_card_of_unknown_age() -> None:
+    """Unknown cards once got no offers: the feature table's "no limit" ages (0 and
+    120) reached the rules as real bounds, which an unknown age always fails."""
+    from training.evaluation import rule_inputs
+
+    card_features = pd.DataFrame(
+        {
+            "card_key": ["unknown"],
+            "age": [np.nan],
+            "card_status": ["active"],
+            "region": ["europe"],
+            "marketing_consent": [1],
+            "redeemed_offer_ids": [[]],
+        }
+    )
+    offer_facts = pd.DataFrame(
+        {
+            "offer_id": ["open", "youth"],
+            "valid_from": pd.to_datetime(["2026-01-01", "2026-01-01"], utc=True),
+            "valid_to": pd.to_datetime(["2027-01-01", "2027-01-01"], utc=True),
+            "offer_region": ["global", "global"],
+            "min_age": [0, 16],
+            "max_age": [120, 30],
+            "requires_active_card": [1, 1],
+            "has_quota": [0, 0],
+            "quota_left": [0, 0],
+            "offer_category": ["hotel", "tour"],
+        }
+    )
+    cards, offers = rule_inputs(card_features, offer_facts)
+    candidates = pd.DataFrame(
+        {
+            "card_key": ["unknown", "unknown"],
+            "offer_id": ["open", "youth"],
+            "score": [1.0, 2.0],
+        }
+    )
+
+    kept = apply_rules(
+        candidates, cards, offers, pd.Timestamp("2026-06-01", tz="UTC"), 5
+    )
+
+    assert kept["offer_id"].tolist() == ["open"]
