@@ -135,6 +135,21 @@ class Dimension:
         return table[self.codes]
 
 
+def _refuse_unknown(name: str, wanted: Sequence[object], dimension: Dimension) -> None:
+    """Refuse filter values no card holder has: a typo must not look like a tiny
+    segment.
+
+    Raises:
+        InputError: naming the filter, the value and where the known values are.
+    """
+    unknown = [value for value in wanted if str(value) not in dimension.index]
+    if unknown:
+        raise InputError(
+            f"filters.{name}: {unknown[0]!r} is not a value any scored card holder "
+            "has; GET /segments/options lists the values"
+        )
+
+
 @dataclass
 class SegmentStats:
     """The true, unsuppressed figures of one segment (never sent as they are)."""
@@ -224,6 +239,7 @@ class SegmentIndex:
         for name in FILTER_DIMENSIONS:
             wanted = getattr(filters, name)
             if wanted is not None:
+                _refuse_unknown(name, wanted, self.dimensions[name])
                 mask &= self.dimensions[name].mask(wanted)
         if filters.consent_marketing is not None:
             mask &= self.consent == filters.consent_marketing

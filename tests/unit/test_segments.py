@@ -185,9 +185,8 @@ def test_without_a_need_the_top_need_of_the_segment_is_used(population) -> None:
         {"language": ["en"], "age_band": ["60+", "18-29"], "generation": [2]},
         {"card_status": ["expired"]},
         {"need": {"need_id": "study_in_taiwan", "min_propensity": 0.2}},
-        {"post_id": ["nowhere"]},
     ],
-    ids=["all", "posts", "consent", "mixed", "status", "need", "unknown-post"],
+    ids=["all", "posts", "consent", "mixed", "status", "need"],
 )
 def test_array_path_gives_the_same_figures_as_pandas(population, filters) -> None:
     frame, offers, index = population
@@ -215,6 +214,25 @@ def test_need_threshold_keeps_only_card_holders_above_it(population) -> None:
     assert result.size == int((frame["p_business_networking"] >= 0.3).sum())
     assert [b.low for b in result.histogram][:3] == [0.0, 0.1, 0.2]
     assert all(b.count == fewer_than(K) for b in result.histogram[:3])
+
+
+@pytest.mark.parametrize(
+    ("filters", "field"),
+    [
+        ({"post_id": ["P01", "NOPE"]}, r"filters\.post_id: 'NOPE'"),
+        ({"age_band": ["banana"]}, r"filters\.age_band: 'banana'"),
+        ({"generation": [99]}, r"filters\.generation: 99"),
+    ],
+    ids=["post", "age-band", "generation"],
+)
+def test_a_filter_value_nobody_has_is_refused_naming_the_field(
+    population, filters, field
+) -> None:
+    """A typo in a filter once answered "fewer than 10" as if the segment were tiny."""
+    _, _, index = population
+
+    with pytest.raises(InputError, match=field):
+        preview(index, request(**filters), K)
 
 
 def test_an_unscored_need_is_refused_naming_the_field(population) -> None:
