@@ -252,8 +252,11 @@ class Warehouse:
         """An in-memory DuckDB connection with one view per stored table.
 
         Extra files (``oracle_needs``, ``oracle_offers``) get views too when present.
+        DuckDB spills large joins to a folder beside the warehouse, never into the
+        working directory.
         """
-        connection = duckdb.connect()
+        spill = self.directory.parent / ".duckdb-spill"
+        connection = duckdb.connect(config={"temp_directory": str(spill)})
         names = {name: self.path(name) for name in self.stored_tables()}
         for file_name in ORACLE_FILES:
             if (self.directory / file_name).exists():
