@@ -113,7 +113,9 @@ def wait_until_ready(
 
 
 def serve(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 3000,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")
+    ] = 3000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Serve the champion models with BentoML until interrupted."""
@@ -212,7 +214,9 @@ def demo(
     cards: Annotated[
         int | None, typer.Option(help="Card holders to generate (default size).")
     ] = None,
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 3000,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")
+    ] = 3000,
     no_serve: Annotated[
         bool, typer.Option("--no-serve", help="Stop after batch scoring.")
     ] = False,

@@ -116,7 +116,9 @@ def promote_command(
     ] = None,
     tolerance: Annotated[
         float | None,
-        typer.Option(help="Allowed drop of the primary metric vs the champion."),
+        typer.Option(
+            min=0.0, help="Allowed drop of the primary metric vs the champion."
+        ),
     ] = None,
     config: ConfigOption = None,
     verbose: VerboseOption = False,
