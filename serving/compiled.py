@@ -43,22 +43,6 @@ PROPENSITIES = "__propensities__"
 # not depend on the request (all but exclusions, diversity and k), best first.
 ELIGIBLE = "__eligible__"
 MAX_PER_CATEGORY = 2
-DERIVED = (
-    "candidate_score",
-    "need_propensity",
-    "max_propensity",
-    "past_weight",
-    "collaborative_score",
-    "need_share",
-    "need_z",
-    "offer_popularity",
-    "post_popularity",
-    "age_band_popularity",
-    "source_code",
-    "card_history",
-    "favourite_match",
-    "region_match",
-)
 
 
 @dataclass(frozen=True)
@@ -479,7 +463,7 @@ class CompiledOffers:
         table: np.ndarray,
     ) -> np.ndarray:
         from features.schema import POST_ID
-        from training.offers import need_z
+        from training.offers import PAIR_FEATURES, need_z
 
         card = np.asarray(found.card, dtype=np.int64)
         offer = np.asarray(found.offer, dtype=np.int64)
@@ -489,7 +473,7 @@ class CompiledOffers:
         card_names = [
             (j, name)
             for j, name in enumerate(self.names)
-            if name not in DERIVED and name in self.card_numeric
+            if name not in PAIR_FEATURES and name in self.card_numeric
         ]
         card_values = np.array(
             [[_number(row.get(name)) for _, name in card_names] for row in rows],

@@ -42,6 +42,7 @@ from training.offers import (
     OFFER_CATEGORY,
     OFFER_NEED,
     OFFER_REGION,
+    PAIR_FEATURES,
     SOURCES,
     CandidateStage,
     OfferModel,
@@ -69,22 +70,6 @@ OUTPUT_COLUMNS = [CARD_KEY, OFFER_ID, "rank", "score"]
 # Source label of each candidate list, as the per-card path writes it.
 LIST_SOURCES = ("collaborative", POST_ID, "age_band", "popular")
 _SOURCE_CODE = {name: i for i, name in enumerate(SOURCES)}
-PAIR_FEATURES = {
-    "candidate_score",
-    "need_propensity",
-    "max_propensity",
-    "need_z",
-    "past_weight",
-    "collaborative_score",
-    "need_share",
-    "offer_popularity",
-    "post_popularity",
-    "age_band_popularity",
-    "source_code",
-    "card_history",
-    "favourite_match",
-    "region_match",
-}
 
 
 @dataclass(frozen=True)

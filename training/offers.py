@@ -45,6 +45,25 @@ OFFER_CATEGORY = "offer_category"
 OFFER_REGION = "offer_region"
 FAVOURITE_CATEGORY = "favourite_category_365d"
 MATCH_PROPENSITY = 0.15
+# Re-ranker inputs computed per (card, offer) pair rather than read from a store.
+PAIR_FEATURES = frozenset(
+    {
+        "candidate_score",
+        "need_propensity",
+        "max_propensity",
+        "need_z",
+        "past_weight",
+        "collaborative_score",
+        "need_share",
+        "offer_popularity",
+        "post_popularity",
+        "age_band_popularity",
+        "source_code",
+        "card_history",
+        "favourite_match",
+        "region_match",
+    }
+)
 
 
 def age_band(age: pd.Series) -> pd.Series:
