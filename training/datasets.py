@@ -183,24 +183,13 @@ class LabelSource:
         grades = " ".join(
             f"WHEN '{kind}' THEN {grade}" for kind, grade in RELEVANCE_GRADES.items()
         )
-        connection = self._connect()
-        try:
-            frame = connection.execute(
-                f"""
-                SELECT k.{CARD_KEY}, e.{OFFER_ID},
-                       max(CASE e.kind {grades} ELSE 0 END) AS {RELEVANCE}
-                FROM offer_events e
-                JOIN card_key_map k USING ({CARD_NUMBER})
-                WHERE CAST(e.event_time AS TIMESTAMPTZ) >= ?
-                  AND CAST(e.event_time AS TIMESTAMPTZ) < ?
-                GROUP BY ALL
-                HAVING max(CASE e.kind {grades} ELSE 0 END) > 0
-                ORDER BY 1, 2
-                """,
-                [start.to_pydatetime(), (start + horizon).to_pydatetime()],
-            ).df()
-        finally:
-            connection.close()
+        frame = self._offer_pairs(
+            f"max(CASE e.kind {grades} ELSE 0 END)",
+            RELEVANCE,
+            "CAST(e.event_time AS TIMESTAMPTZ) >= ? "
+            "AND CAST(e.event_time AS TIMESTAMPTZ) < ?",
+            [start.to_pydatetime(), (start + horizon).to_pydatetime()],
+        )
         frame[RELEVANCE] = frame[RELEVANCE].astype(np.int8)
         return frame
 
@@ -219,24 +208,44 @@ class LabelSource:
         cases = " ".join(
             f"WHEN '{kind}' THEN {float(weight)!r}" for kind, weight in weights.items()
         )
+        return self._offer_pairs(
+            f"sum(CASE e.kind {cases} ELSE 0.0 END)",
+            WEIGHT,
+            "CAST(e.event_time AS TIMESTAMPTZ) < ?",
+            [end.to_pydatetime()],
+        )
+
+    def _offer_pairs(
+        self, aggregate: str, name: str, where: str, parameters: list[object]
+    ) -> pd.DataFrame:
+        """Card key x offer pairs of the offer events matching ``where``.
+
+        Args:
+            aggregate: SQL aggregate over the events of one pair (alias ``e``).
+            name: column name of the aggregate.
+            where: SQL condition on the events, with ``?`` parameters.
+            parameters: values of those parameters.
+
+        Returns:
+            ``card_key, offer_id, <name>`` for pairs whose aggregate is positive,
+            sorted by card key and offer.
+        """
         connection = self._connect()
         try:
-            frame = connection.execute(
+            return connection.execute(
                 f"""
-                SELECT k.{CARD_KEY}, e.{OFFER_ID},
-                       sum(CASE e.kind {cases} ELSE 0.0 END) AS {WEIGHT}
+                SELECT k.{CARD_KEY}, e.{OFFER_ID}, {aggregate} AS {name}
                 FROM offer_events e
                 JOIN card_key_map k USING ({CARD_NUMBER})
-                WHERE CAST(e.event_time AS TIMESTAMPTZ) < ?
+                WHERE {where}
                 GROUP BY ALL
-                HAVING sum(CASE e.kind {cases} ELSE 0.0 END) > 0
+                HAVING {aggregate} > 0
                 ORDER BY 1, 2
                 """,
-                [end.to_pydatetime()],
+                parameters,
             ).df()
         finally:
             connection.close()
-        return frame
 
     def card_segments(self, at: pd.Timestamp) -> pd.DataFrame:
         """Post, country, language, age band and status of every card at ``at``.
