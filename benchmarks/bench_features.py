@@ -323,6 +323,12 @@ def main() -> None:
     parser.add_argument(
         "--reuse-features", action="store_true", help="skip the feature build"
     )
+    parser.add_argument(
+        "--materialize-only",
+        action="store_true",
+        help="measure materialization alone (with --data-dir and --reuse-features "
+        "for a large warehouse built before)",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes for CI")
     args = parser.parse_args()
     if args.quick:
@@ -346,6 +352,9 @@ def main() -> None:
             cards = replicate_card_tables(data_dir, wide, args.replicate)
             print(f"card tables copied {args.replicate}x: {cards:,} cards")
             report_materialize(wide, engines, online)
+            return
+        if args.materialize_only:
+            report_materialize(data_dir, engines, online)
             return
 
         medians = bench_historical(data_dir, args.rows, args.repeats, args.seed)

@@ -57,6 +57,17 @@ def generate(
             help="UTC time the data ends (ISO 8601); the holdout is its last 30 days."
         ),
     ] = "2026-11-01T00:00:00Z",
+    impressions: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=100,
+            help=(
+                "Mean offer impressions per card and month; the default 0.5 gives "
+                "about 31 events per card, 2.5 about 50."
+            ),
+        ),
+    ] = 0.5,
     verbose: VerboseOption = False,
 ) -> None:
     """Generate a synthetic warehouse with planted structure and its oracle files.
@@ -78,7 +89,11 @@ def generate(
             progress.update(task, description=f"generating {cards:,} cards: {stage}")
 
         generated = generate_warehouse(
-            cards=cards, seed=seed, as_of=as_of, progress=show
+            cards=cards,
+            seed=seed,
+            as_of=as_of,
+            progress=show,
+            impressions_per_period=impressions,
         )
         show("validating and writing")
         write_generated(generated, warehouse)

@@ -319,6 +319,7 @@ def generate(
     seed: int = 7,
     as_of: pd.Timestamp | str = DEFAULT_AS_OF,
     progress: Progress | None = None,
+    impressions_per_period: float = IMPRESSIONS_PER_PERIOD,
 ) -> GeneratedWarehouse:
     """Generate a synthetic warehouse with planted structure and its oracle.
 
@@ -327,10 +328,18 @@ def generate(
         seed: seed of every random draw; the same seed gives identical frames.
         as_of: the UTC time the data ends; the holdout window is its last 30 days.
         progress: called with a short message as each stage starts.
+        impressions_per_period: mean offer impressions per card and month (before
+            the card's activity); the knob for a larger event volume, since
+            impressions are drawn at random and carry no taste.
 
     Returns:
         The tables, the oracle frames and the metadata.
     """
+    if not 0 <= impressions_per_period <= 100:
+        raise ValueError(
+            f"impressions_per_period must be between 0 and 100, got "
+            f"{impressions_per_period}"
+        )
     started = time.perf_counter()
     say = progress or (lambda message: None)
     as_of = utc_timestamp(as_of)
@@ -352,7 +361,7 @@ def generate(
     say("offers and offer events")
     offers = _offers(np.random.default_rng(seeds[4]), cards, timeline)
     offer_events, oracle_offers = _offer_events(
-        seeds[5], holders, offers, need_logits, timeline
+        seeds[5], holders, offers, need_logits, timeline, impressions_per_period
     )
 
     say("push campaigns")
@@ -370,6 +379,7 @@ def generate(
         "holdout_start": window_start.isoformat(),
         "holdout_end": window_end.isoformat(),
         "offers": len(offers),
+        "impressions_per_period": impressions_per_period,
     }
     tables = {
         "posts": posts,
@@ -847,6 +857,7 @@ def _offer_events(
     offers: pd.DataFrame,
     need_logits: np.ndarray,
     timeline: _Timeline,
+    impressions_per_period: float,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Offer impressions, clicks and redemptions, and the offers oracle."""
     chunks = range(0, len(holders), OFFER_CHUNK_CARDS)
@@ -861,7 +872,12 @@ def _offer_events(
         part = slice(first, first + OFFER_CHUNK_CARDS)
         rng = np.random.default_rng(children[1 + chunk_number])
         chunk_events, chunk_oracle = _offer_chunk(
-            rng, model, holders.iloc[part], need_scores[part], active[part], starts
+            rng,
+            model,
+            holders.iloc[part],
+            (need_scores[part], active[part]),
+            starts,
+            impressions_per_period,
         )
         chunk_events["card"] += first
         chunk_oracle["card"] += first
@@ -882,11 +898,16 @@ def _offer_chunk(
     rng: np.random.Generator,
     model: _OfferModel,
     holders: pd.DataFrame,
-    need_scores: np.ndarray,
-    active: np.ndarray,
+    scores_and_activity: tuple[np.ndarray, np.ndarray],
     starts: np.ndarray,
+    impressions_per_period: float,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Events and oracle rows for one chunk of cards (indices local to the chunk)."""
+    """Events and oracle rows for one chunk of cards (indices local to the chunk).
+
+    ``scores_and_activity`` holds the chunk's standardised need scores and its
+    cards' active fraction per period.
+    """
+    need_scores, active = scores_and_activity
     count = len(holders)
     card_factors = rng.normal(0.0, 0.6, (count, LATENT_DIM))
     activity = rng.lognormal(-0.2, 0.7, count)
@@ -897,7 +918,7 @@ def _offer_chunk(
     period_rates = (weights @ model.overlap.astype(np.float32)) * scale[:, None]
     period_rates *= active
     clicks = rng.poisson(period_rates)
-    shown = rng.poisson(IMPRESSIONS_PER_PERIOD * activity[:, None] * active)
+    shown = rng.poisson(impressions_per_period * activity[:, None] * active)
 
     issued = _ns(holders["issued_at"])
     parts = []

@@ -1,12 +1,16 @@
 """Online features for the service: one open Feast store, rows as plain values.
 
 The service reads card features from the Feast online store on every request
-that misses the freshness-bounded cache. Three things make that read cheap:
+that misses the freshness-bounded cache. Four things make that read cheap:
 
 - one :class:`feast.FeatureStore` stays open for the life of the process, with a
   registry cache that never expires on its own (``/admin/reload`` reopens it), so
   a read never waits for a registry refresh;
 - the feature service is resolved once, when the reader is built;
+- on SQLite and a single Redis server the rows are read straight from the
+  layout Feast keeps there (:mod:`features.online_layout`), each distinct stored
+  value decoded once with Feast's own conversion; other online stores go through
+  ``get_online_features``;
 - the response stays plain Python values (one dictionary per card), which the
   compiled scorer reads directly; a typed frame is built only where a caller
   needs one (:func:`card_frame`).
@@ -66,9 +70,12 @@ class OnlineReader:
     """
 
     def __init__(self, store: Any, service: str) -> None:
+        from features.online_layout import LayoutReader, supports
+
         self.store = store
         self.service_name = service
         self.service = store.get_feature_service(service)
+        self.layout = LayoutReader(store, service) if supports(store) else None
 
     def columns(self, entity_rows: dict[str, list[str]]) -> dict[str, list[Any]]:
         """Feature values by column, in the order of ``entity_rows``."""
@@ -79,6 +86,8 @@ class OnlineReader:
 
     def card_rows(self, card_keys: list[str]) -> list[CardRow]:
         """One dictionary of plain values per card key; unknown keys get None."""
+        if self.layout is not None:
+            return self.layout.rows(list(card_keys))
         columns = self.columns({CARD_KEY: list(card_keys)})
         names = list(columns)
         return [

@@ -49,3 +49,10 @@ def test_feature_benchmark_prints_retrieval_and_read_figures(tmp_path) -> None:
 
     assert "identical" in printed.lower()
     assert re.search(r"p99", printed)
+
+
+def test_run_all_runs_the_chosen_scripts_and_sums_them_up(tmp_path) -> None:
+    printed = run_quick("run_all", tmp_path, "--only", "bench_telco")
+
+    assert "=== python -m benchmarks.bench_telco --quick" in printed
+    assert re.search(r"summary:\n\s+bench_telco\s+[\d.]+ s\s+ok", printed)

@@ -61,6 +61,16 @@ def feast_response(settings: Settings, project: str, keys: list[str]) -> dict:
     return dict(sorted(response.items()))
 
 
+def layout_response(settings: Settings, project: str, keys: list[str]) -> dict:
+    """The direct read of Redis' layout, in the shape of :func:`feast_response`."""
+    from features import store
+    from features.online_layout import LayoutReader
+
+    reader = LayoutReader(store.open_store(settings, project), "needs_v1")
+    rows = reader.rows([*keys, "not-a-known-key"])
+    return {name: [row[name] for row in rows] for name in sorted(rows[0])}
+
+
 def built_settings(root, **overrides) -> Settings:
     settings = Settings(data_dir=root, pseudonym_secret=SECRET.decode(), **overrides)
     warehouse = handmade_warehouse(settings.warehouse_dir)
@@ -87,6 +97,10 @@ def test_redis_online_store_serves_what_both_materializations_wrote(tmp_path):
         assert feast_response(settings, projects[0], keys) == feast_response(
             settings, projects[1], keys
         )
+        for project in projects:
+            assert layout_response(settings, project, keys) == feast_response(
+                settings, project, keys
+            )
 
         entities = pd.DataFrame({"card_key": keys, "event_timestamp": [AS_OF] * 2})
         offline = store.historical_features(entities, "needs_v1", settings)

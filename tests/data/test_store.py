@@ -208,3 +208,42 @@ def test_feature_store_yaml_follows_the_data_folder(settings):
     config = (Path(settings.feast_dir) / "feature_store.yaml").read_text("utf-8")
     assert str(settings.feast_dir.resolve()) in config
     assert "type: sqlite" in config
+
+
+def test_layout_reads_equal_feasts_online_response_for_both_loaders(settings):
+    """Direct reads of the SQLite layout give get_online_features' rows exactly.
+
+    Both the bulk loader's table and stock materialization's table are read,
+    with an unknown key and a repeated one among the keys.
+    """
+    from features import store
+    from features.online_layout import LayoutReader
+
+    store.apply(settings, project=STOCK_PROJECT)
+    store.materialize(settings, progress=False, engine="feast", project=STOCK_PROJECT)
+    keys = [*KEYS, "not-a-known-key", KEYS[1]]
+    for project in (store.DEFAULT_PROJECT, STOCK_PROJECT):
+        feast_store = store.open_store(settings, project)
+        expected = feast_store.get_online_features(
+            features=feast_store.get_feature_service("needs_v1"),
+            entity_rows={"card_key": keys},
+        ).to_dict()
+        rows = LayoutReader(feast_store, "needs_v1").rows(keys)
+        assert sorted(rows[0]) == sorted(expected)
+        assert rows == [
+            {name: values[i] for name, values in expected.items()}
+            for i in range(len(keys))
+        ]
+        assert rows[0]["redeemed_offer_ids"] == ["O1", "O2"]
+        assert all(value is None for n, value in rows[3].items() if n != "card_key")
+
+
+def test_layout_reader_hands_out_lists_the_caller_may_change(settings):
+    """Decoded values are shared between cards, so lists are handed out as copies."""
+    from features import store
+    from features.online_layout import LayoutReader
+
+    reader = LayoutReader(store.open_store(settings), "needs_v1")
+    first = reader.rows([KEYS[0]])[0]["redeemed_offer_ids"]
+    first.append("changed")
+    assert reader.rows([KEYS[0]])[0]["redeemed_offer_ids"] == ["O1", "O2"]
