@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.errors import InputError
 from features.schema import (
     CARD_NUMBER,
     NEED_CATEGORIES,
@@ -336,7 +337,7 @@ def generate(
         The tables, the oracle frames and the metadata.
     """
     if not 0 <= impressions_per_period <= 100:
-        raise ValueError(
+        raise InputError(
             f"impressions_per_period must be between 0 and 100, got "
             f"{impressions_per_period}"
         )

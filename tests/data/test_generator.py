@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.errors import InputError
 from features.generator import (
     TOP_OFFERS,
     GeneratedWarehouse,
@@ -205,3 +206,25 @@ def test_offers_count_scales_gently_with_size(planted: GeneratedWarehouse) -> No
     small = generate(cards=100, seed=1).tables["offers"]
 
     assert 60 <= len(small) < len(planted.tables["offers"]) <= 400
+
+
+def test_more_impressions_add_impressions_only() -> None:
+    """The event-volume knob adds impressions; click counts and services stay."""
+    usual = generate(cards=500, seed=3)
+    busier = generate(cards=500, seed=3, impressions_per_period=2.5)
+
+    def kinds(generated: GeneratedWarehouse) -> pd.Series:
+        return generated.tables["offer_events"]["kind"].value_counts()
+
+    assert kinds(busier)["impression"] > 3 * kinds(usual)["impression"]
+    assert kinds(busier)["click"] == kinds(usual)["click"]
+    pd.testing.assert_frame_equal(
+        busier.tables["service_events"], usual.tables["service_events"]
+    )
+    assert busier.meta["impressions_per_period"] == 2.5
+
+
+@pytest.mark.parametrize("rate", [-0.1, 101.0])
+def test_impressions_outside_their_range_are_refused(rate: float) -> None:
+    with pytest.raises(InputError, match="impressions_per_period"):
+        generate(cards=50, impressions_per_period=rate)
