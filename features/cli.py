@@ -142,6 +142,13 @@ def validate(verbose: VerboseOption = False) -> None:
 
     configure_logging(verbose)
     warehouse = _warehouse()
+    if not warehouse.stored_tables():
+        typer.echo(
+            f"invalid: no warehouse tables in {warehouse.directory}; run 'precision "
+            "warehouse generate' or 'precision warehouse import' first",
+            err=True,
+        )
+        raise typer.Exit(1)
     try:
         counts = warehouse.validate()
     except WarehouseValidationError as error:

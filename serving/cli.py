@@ -126,6 +126,8 @@ def _run_service(host: str, port: int, keys: dict[str, str]) -> None:
     base_url = f"http://{host}:{port}"
     typer.echo(f"starting the BentoML service on {base_url} ...")
     process = subprocess.Popen(serve_command(host, port), env=service_environment())
+    # A service manager stops us with SIGTERM: stop the server too, as on Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if not wait_until_ready(process, base_url, READY_TIMEOUT_SECONDS):
             typer.echo(
@@ -139,12 +141,18 @@ def _run_service(host: str, port: int, keys: dict[str, str]) -> None:
     except KeyboardInterrupt:
         typer.echo("stopping the service ...")
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if process.poll() is None:
             process.send_signal(signal.SIGINT)
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """Turn a termination signal into the interrupt the service loop handles."""
+    raise KeyboardInterrupt
 
 
 def _print_examples(base_url: str, keys: dict[str, str]) -> None:

@@ -47,3 +47,24 @@ def test_a_product_error_prints_one_line_not_a_traceback(tmp_path) -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert "error: expected a registered model 'needs-model'" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-13-45", ""])
+def test_a_time_that_is_not_one_is_refused_naming_the_value(value: str) -> None:
+    """``--as-of yesterday`` once ended in pandas' own parse error."""
+    from features.errors import InputError
+    from features.times import utc_timestamp
+
+    with pytest.raises(InputError, match=r"expected an ISO 8601 time"):
+        utc_timestamp(value)
+
+
+def test_validating_an_empty_warehouse_fails_and_says_what_to_run(tmp_path) -> None:
+    """An empty folder once passed as 'valid: 0 tables' with exit status 0."""
+    result = CliRunner().invoke(
+        app, ["warehouse", "validate"], env={"PRECISION_DATA_DIR": str(tmp_path)}
+    )
+
+    assert result.exit_code == 1
+    assert "no warehouse tables" in result.output
+    assert "precision warehouse generate" in result.output
