@@ -215,10 +215,19 @@ class Scorer:
         return scored.reset_index(drop=True)
 
     def offers(
-        self, keys: list[str], k: int, exclude: Sequence[str] = ()
+        self,
+        keys: list[str],
+        k: int,
+        exclude: Sequence[str] = (),
+        rows: list[CardRow] | None = None,
     ) -> dict[str, list[RankedOffer]]:
-        """Kept offers of consented or unknown cards, through the compiled scorer."""
-        rows = self.features.rows(keys)
+        """Kept offers of consented or unknown cards, through the compiled scorer.
+
+        ``rows`` are the cards' online rows when the caller has read them already
+        (one read per request, even with the feature cache off).
+        """
+        if rows is None:
+            rows = self.features.rows(keys)
         propensities = self.compiled.propensities(rows)
         offered = [
             i
@@ -282,7 +291,7 @@ class Scorer:
         self, keys: list[str], request: RecommendRequest
     ) -> dict[str, CardResult]:
         rows = self.features.rows(keys)
-        ranked = self.offers(keys, request.k, request.exclude_offers)
+        ranked = self.offers(keys, request.k, request.exclude_offers, rows)
         results = {}
         for key, row in zip(keys, rows, strict=True):
             in_store = _row_known(row)

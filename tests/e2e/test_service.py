@@ -308,3 +308,30 @@ def test_compiled_propensities_equal_the_needs_model(scorer, batch) -> None:
 
     assert fast.shape == expected.shape
     assert fast == pytest.approx(expected, abs=1e-12, rel=0, nan_ok=True)
+
+
+def test_a_recommend_request_reads_the_store_once_with_the_cache_off(
+    scorer, batch
+) -> None:
+    """With the cache off, a request once read every card from the store twice."""
+    from serving.schemas import RecommendRequest
+
+    cards, _, _ = batch
+    request = RecommendRequest(cards=cards.card_number.head(20).tolist(), k=5)
+    cache = scorer.features
+    fetch, max_age = cache.fetch, cache.max_age
+    reads: list[int] = []
+
+    def counted(keys: list[str]) -> list[dict]:
+        reads.append(len(keys))
+        return fetch(keys)
+
+    cached = scorer.recommend(request)
+    cache.fetch, cache.max_age = counted, 0.0
+    try:
+        uncached = scorer.recommend(request)
+    finally:
+        cache.fetch, cache.max_age = fetch, max_age
+
+    assert reads == [20]
+    assert uncached.results == cached.results
