@@ -356,11 +356,29 @@ class CompiledOffers:
         scores = np.zeros(0)
         if candidates.card:
             matrix = self._features(card_keys, rows, candidates, table)
-            # One thread: OpenMP start-up costs more than a few rows of trees take.
-            scores = self.booster.predict(
-                matrix, num_iteration=self.best_iteration, num_threads=1
-            )
+            # Only candidates that pass the card's rules can be kept, so only they
+            # are scored; the others keep NaN, which the rules read as failed.
+            passing = self._passing(rows, candidates)
+            scores = np.full(len(candidates.card), np.nan)
+            if passing.any():
+                # One thread: OpenMP start-up costs more than a few rows of trees.
+                scores[passing] = self.booster.predict(
+                    matrix[passing], num_iteration=self.best_iteration, num_threads=1
+                )
         self._eligible(rows, candidates, table, scores)
+
+    def _passing(
+        self, rows: Sequence[dict[str, Any]], found: _Candidates
+    ) -> np.ndarray:
+        """Which candidate rows pass the rules that read only the card and offer."""
+        card = np.asarray(found.card, dtype=np.int64)
+        offer = np.asarray(found.offer, dtype=np.int64)
+        passing = self.offers.open[offer].copy()
+        bounds = np.searchsorted(card, np.arange(len(rows) + 1))
+        for c, row in enumerate(rows):
+            span = slice(bounds[c], bounds[c + 1])
+            passing[span] &= self._card_ok(row, offer[span])
+        return passing
 
     @staticmethod
     def _propensity_table(need_ids: list[str], values: np.ndarray) -> np.ndarray:
@@ -565,12 +583,13 @@ class CompiledOffers:
         offers = self.offers
         card = np.asarray(found.card, dtype=np.int64)
         offer = np.asarray(found.offer, dtype=np.int64)
-        passed = offers.open[offer] & ~np.isnan(scores)
+        # Candidates that fail a rule were never scored (see _passing).
+        passed = ~np.isnan(scores)
 
         bounds = np.searchsorted(card, np.arange(len(rows) + 1))
         for c, row in enumerate(rows):
             span = slice(bounds[c], bounds[c + 1])
-            mine = np.flatnonzero(passed[span] & self._card_ok(row, offer[span]))
+            mine = np.flatnonzero(passed[span])
             mine += bounds[c]
             order = mine[np.lexsort((offers.sort_key[offer[mine]], -scores[mine]))]
             reasons = [
