@@ -56,3 +56,10 @@ def test_run_all_runs_the_chosen_scripts_and_sums_them_up(tmp_path) -> None:
 
     assert "=== python -m benchmarks.bench_telco --quick" in printed
     assert re.search(r"summary:\n\s+bench_telco\s+[\d.]+ s\s+ok", printed)
+
+
+def test_serving_benchmark_prints_segment_preview_figures(tmp_path) -> None:
+    printed = run_quick("bench_serving", tmp_path, "--segments-only")
+
+    assert re.search(r"ours \(cell index\)\s+p50", printed)
+    assert re.search(r"ratio pandas/ours: p50 \d+x, p95 \d+x", printed)

@@ -12,9 +12,12 @@ from features.errors import InputError
 from serving.schemas import SegmentRequest
 from serving.segments import (
     HIDDEN,
+    LADDER_BLOCK,
     SegmentIndex,
+    SegmentStats,
     fewer_than,
     preview,
+    safe_preview,
     stats_with_pandas,
     suppress_cells,
 )
@@ -251,3 +254,164 @@ def test_best_offers_leave_out_offers_of_fewer_than_k_card_holders(population) -
     assert all(isinstance(o.cards, int) and o.cards >= K for o in result.best_offers)
     cards = [o.cards for o in result.best_offers]
     assert cards == sorted(cards, reverse=True)
+
+
+def float32_population(cards: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A population whose propensities are exact in float32, as the index keeps
+    them, so thresholds and histogram bins fall the same way in both paths."""
+    frame, offers = scored_population(cards, seed)
+    for need in NEEDS:
+        frame[f"p_{need}"] = frame[f"p_{need}"].astype(np.float32).astype(float)
+    return frame, offers
+
+
+@pytest.fixture(scope="module")
+def exact_population() -> tuple[pd.DataFrame, pd.DataFrame, SegmentIndex]:
+    frame, offers = float32_population(2000, 3)
+    return frame, offers, SegmentIndex.from_frames(frame, offers, block=50)
+
+
+def random_request(rng: np.random.Generator, frame: pd.DataFrame) -> SegmentRequest:
+    """A request with a random mix of filters, each value one some card holder has."""
+    filters: dict[str, object] = {}
+    for name in ("post_id", "country", "language", "age_band", "generation"):
+        if rng.random() < 0.35:
+            levels = sorted(frame[name].unique().tolist())
+            chosen = rng.choice(len(levels), rng.integers(1, len(levels) + 1), False)
+            filters[name] = [levels[i] for i in sorted(chosen)]
+    if rng.random() < 0.2:
+        filters["card_status"] = [str(rng.choice(["active", "expired"]))]
+    if rng.random() < 0.3:
+        filters["consent_marketing"] = bool(rng.random() < 0.5)
+    if rng.random() < 0.6:
+        threshold = float(rng.choice([0.0, rng.random() * 0.6, rng.random() * 0.1]))
+        filters["need"] = {
+            "need_id": str(rng.choice(NEEDS)),
+            "min_propensity": threshold,
+        }
+    body: dict[str, object] = {"filters": filters}
+    if rng.random() < 0.25:
+        body["need_id"] = str(rng.choice(NEEDS))
+    return SegmentRequest.model_validate(body)
+
+
+def assert_same_figures(fast: SegmentStats, slow: SegmentStats) -> None:
+    assert fast.size == slow.size
+    assert fast.reachable == slow.reachable
+    assert fast.need_id == slow.need_id
+    assert fast.breakdowns == slow.breakdowns
+    assert fast.histogram == slow.histogram
+    assert fast.offer_cards == slow.offer_cards
+    assert fast.offer_mean_score == pytest.approx(slow.offer_mean_score, rel=1e-9)
+    if slow.expected_responders is None:
+        assert fast.expected_responders is None
+    else:
+        assert fast.expected_responders == pytest.approx(
+            slow.expected_responders, rel=1e-9, abs=1e-9
+        )
+
+
+@pytest.mark.parametrize(
+    ("seed", "block", "marginals"),
+    [
+        (11, 64, True),
+        (12, 64, True),
+        (13, 7, True),
+        (14, LADDER_BLOCK, True),
+        (15, 64, False),
+    ],
+    ids=[
+        "seed-11",
+        "seed-12",
+        "seed-13-tiny-blocks",
+        "seed-14-one-block",
+        "seed-15-offers-from-cells",
+    ],
+)
+def test_cells_give_the_same_previews_as_pandas_for_random_filters(
+    seed, block, marginals
+) -> None:
+    """Figures and the whole suppressed preview agree, whichever way the segment
+    was put together from cells, offer marginals, a need's ladder and single card
+    holders."""
+    frame, offers = float32_population(1500, seed)
+    index = SegmentIndex.from_frames(frame, offers, {"O1": "Hotel"}, block=block)
+    if not marginals:
+        index.cells.marginals.clear()
+    rng = np.random.default_rng(seed)
+
+    for _ in range(60):
+        body = random_request(rng, frame)
+        fast = index.stats(body)
+        slow = stats_with_pandas(frame, offers, body)
+
+        assert_same_figures(fast, slow)
+        for k in (K, 3, 40):
+            assert safe_preview(fast, index, body, k) == safe_preview(
+                slow, index, body, k
+            )
+
+
+@pytest.mark.parametrize(
+    ("filters", "parts"),
+    [
+        ({"country": ["US"], "min": 0.3}, set()),
+        ({"country": ["US", "JP"], "min": 0.3}, {"ladder"}),
+        ({"country": ["US"], "min": 0.05}, {"cells"}),
+        ({"country": ["US", "JP"], "min": 0.05}, {"ladder", "cells"}),
+        ({"min": 0.3}, {"ladder"}),
+        ({"min": 0.05}, {"ladder"}),
+    ],
+    ids=[
+        "above-inside",
+        "above-outside",
+        "below-inside",
+        "below-outside",
+        "above-everyone",
+        "below-everyone",
+    ],
+)
+def test_a_need_threshold_counts_the_smallest_part_card_by_card(
+    exact_population, monkeypatch, filters, parts
+) -> None:
+    """Each way of putting the chosen cells and the threshold together gives the
+    pandas figures: card by card, from the ladder, from the cells, or both."""
+    frame, offers, index = exact_population
+    threshold = filters.pop("min")
+    body = request(
+        **filters, need={"need_id": "news_media", "min_propensity": threshold}
+    )
+    used: set[str] = set()
+    for part, method in (("ladder", "_ladder_tally"), ("cells", "_cells_tally")):
+        original = getattr(index, method)
+
+        def spy(*args, _part=part, _original=original):
+            used.add(_part)
+            return _original(*args)
+
+        monkeypatch.setattr(index, method, spy)
+
+    fast = index.stats(body)
+
+    assert used == parts
+    assert_same_figures(fast, stats_with_pandas(frame, offers, body))
+
+
+def test_a_segment_nobody_is_in_shows_no_number(exact_population) -> None:
+    frame, offers, index = exact_population
+    body = request(post_id=["P99"], consent_marketing=True, card_status=["expired"])
+
+    fast = index.stats(body)
+
+    assert_same_figures(fast, stats_with_pandas(frame, offers, body))
+    assert preview(index, body, K).size == fewer_than(K)
+
+
+def test_an_empty_index_answers_with_an_empty_segment() -> None:
+    frame, offers = scored_population(50)
+    index = SegmentIndex.from_frames(frame.iloc[:0], offers.iloc[:0])
+
+    result = preview(index, request(need={"need_id": "news_media"}), K)
+
+    assert index.stats(request()).size == 0
+    assert result.size == fewer_than(K)
