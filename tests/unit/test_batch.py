@@ -7,10 +7,12 @@ import shutil
 import pandas as pd
 import pytest
 
+from features.errors import InputError
 from features.feature_tables import build_feature_tables
 from features.schema import CARD_KEY, OFFER_ID
 from features.settings import Settings
 from features.warehouse import Warehouse
+from training import batch
 from training.batch import OUTPUT_COLUMNS, batch_top_offers
 from training.config import TrainingConfig
 from training.evaluation import rule_inputs
@@ -85,11 +87,60 @@ def test_batch_top_offers_equal_the_per_card_path(scored_inputs):
     pd.testing.assert_frame_equal(fast, expected)
 
 
-def test_batch_top_offers_equal_the_whole_frame_path(scored_inputs):
+def test_specialised_trees_on_two_workers_equal_the_per_card_path(
+    scored_inputs, monkeypatch
+):
+    model, card_features, propensities, offer_facts, at = scored_inputs
+    sample = card_features.head(120)
+    specialised_calls = []
+    score_by_offer = batch.predict_by_offer
+
+    def counted(*args, **kwargs):
+        specialised_calls.append(1)
+        return score_by_offer(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "predict_by_offer", counted)
+
+    fast = batch_top_offers(
+        model,
+        sample,
+        propensities,
+        offer_facts,
+        at,
+        K,
+        N_CANDIDATES,
+        chunk_cards=29,
+        workers=2,
+        specialise=True,
+    )
+    expected = _per_card(model, sample, propensities, offer_facts, at)
+
+    assert specialised_calls, "the specialised trees scored no chunk"
+    assert len(expected) > 0
+    pd.testing.assert_frame_equal(fast, expected)
+
+
+@pytest.mark.parametrize(
+    ("workers", "specialise"),
+    [(1, False), (2, True)],
+    ids=["one-worker-full-booster", "two-workers-specialised"],
+)
+def test_batch_top_offers_equal_the_whole_frame_path(
+    scored_inputs, workers, specialise
+):
     model, card_features, propensities, offer_facts, at = scored_inputs
 
     fast = batch_top_offers(
-        model, card_features, propensities, offer_facts, at, K, N_CANDIDATES
+        model,
+        card_features,
+        propensities,
+        offer_facts,
+        at,
+        K,
+        N_CANDIDATES,
+        chunk_cards=100,
+        workers=workers,
+        specialise=specialise,
     )
     recommended = model.recommend(
         card_features[CARD_KEY].astype(str).tolist(),
@@ -114,3 +165,12 @@ def test_batch_top_offers_leave_out_cards_without_consent(scored_inputs):
 
     assert fast.empty
     assert list(fast.columns) == OUTPUT_COLUMNS
+
+
+def test_batch_top_offers_refuse_zero_workers(scored_inputs):
+    model, card_features, propensities, offer_facts, at = scored_inputs
+
+    with pytest.raises(InputError, match="workers"):
+        batch_top_offers(
+            model, card_features, propensities, offer_facts, at, K, 5, workers=0
+        )
