@@ -111,6 +111,8 @@ def build_feature_tables(
                 table.num_rows,
                 time.perf_counter() - started,
             )
+            # Written: free it before the next view is built beside it.
+            del table
     finally:
         con.close()
     logger.info("built %d feature tables over %d snapshots", len(paths), len(stamps))

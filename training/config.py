@@ -120,6 +120,44 @@ class OffersConfig(_Strict):
         return weights
 
 
+class SamplingConfig(_Strict):
+    """Seeded samples that bound a run's time and memory on a large membership.
+
+    Each cap lies above what the demo warehouse reaches (20,000 cards, so at most
+    60,000 needs training rows over three label windows and about 3,300 engaged
+    card holders per window), so nothing is sampled there. A sample is drawn with
+    the run's seed, and the sizes before and after are logged as MLflow
+    parameters (``sampled.<what>.available`` and ``.used``).
+    """
+
+    ranker_cards: int | None = Field(
+        default=10_000,
+        ge=1,
+        description="Card holders per re-ranker window whose candidates the "
+        "re-ranker learns from, drawn from those who engaged in the window and are "
+        "among the needs model's training cards, whose out-of-fold propensities "
+        "exist (None: all).",
+    )
+    holdout_cards: int | None = Field(
+        default=200_000,
+        ge=1,
+        description="Card holders of the holdout on whom the needs model and its "
+        "baselines are scored; the offer evaluation draws from them (None: all).",
+    )
+    evaluation_cards: int | None = Field(
+        default=20_000,
+        ge=1,
+        description="Card holders with an engagement in the holdout on whom the "
+        "offer model and its baselines are scored (None: all).",
+    )
+    baseline_rows: int | None = Field(
+        default=60_000,
+        ge=1,
+        description="Training rows the logistic-regression needs baseline is "
+        "fitted on (None: all).",
+    )
+
+
 class TrainingConfig(_Strict):
     """Everything a training run depends on besides the data."""
 
@@ -132,10 +170,13 @@ class TrainingConfig(_Strict):
         "champion's on the same holdout and still be promoted.",
     )
     max_training_cards: int | None = Field(
-        default=None,
+        default=50_000,
         ge=1,
-        description="Sample at most this many cards per label window (None: all).",
+        description="Sample at most this many cards per label window of the needs "
+        "model; the out-of-fold propensities of the re-ranker windows come from "
+        "the same cards (None: all).",
     )
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     window: WindowConfig = Field(default_factory=WindowConfig)
     needs: NeedsConfig = Field(default_factory=NeedsConfig)
     offers: OffersConfig = Field(default_factory=OffersConfig)

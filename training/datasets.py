@@ -17,7 +17,7 @@ Nothing observed at or after ``c`` reaches a training frame.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -26,6 +26,7 @@ import pandas as pd
 
 from features.cards import pseudonyms
 from features.errors import NotReadyError
+from features.feature_tables import VIEW_KEYS
 from features.schema import (
     CARD_KEY,
     CARD_NUMBER,
@@ -47,6 +48,7 @@ NEEDS = tuple(NEED_CATEGORIES)
 RELEVANCE_GRADES = {"click": 1, "redemption": 2}
 RELEVANCE = "relevance"
 WEIGHT = "weight"
+_PROBE_ROW = "__probe_row"
 
 
 @dataclass(frozen=True)
@@ -287,14 +289,21 @@ class LabelSource:
         frame["consent_marketing"] = frame["consent_marketing"].astype(bool)
         return frame
 
-    def oracle_needs(self, split: TimeSplit) -> pd.DataFrame | None:
+    def oracle_needs(
+        self, split: TimeSplit, cards: Collection[str] | None = None
+    ) -> pd.DataFrame | None:
         """The generator's true need probabilities for the holdout, if stored.
+
+        Args:
+            split: the time split whose holdout the oracle must describe.
+            cards: card keys to read the oracle of; every card when omitted or
+                empty.
 
         Returns:
             ``card_key`` and one column per need id, or ``None`` when the warehouse
             has no oracle for this holdout window.
         """
-        frame = self._oracle(ORACLE_NEEDS_FILE, NEED_ID, split)
+        frame = self._oracle(ORACLE_NEEDS_FILE, NEED_ID, split, cards)
         if frame is None:
             return None
         wide = frame.pivot_table(
@@ -302,21 +311,40 @@ class LabelSource:
         )
         return wide.reindex(columns=list(NEEDS)).reset_index()
 
-    def oracle_offers(self, split: TimeSplit) -> pd.DataFrame | None:
+    def oracle_offers(
+        self, split: TimeSplit, cards: Collection[str] | None = None
+    ) -> pd.DataFrame | None:
         """The generator's true offer probabilities for the holdout, if stored.
+
+        Args:
+            split: the time split whose holdout the oracle must describe.
+            cards: card keys to read the oracle of; every card when omitted or
+                empty.
 
         Returns:
             ``card_key, offer_id, probability``, or ``None`` without an oracle.
         """
-        return self._oracle(ORACLE_OFFERS_FILE, OFFER_ID, split)
+        return self._oracle(ORACLE_OFFERS_FILE, OFFER_ID, split, cards)
 
     def _oracle(
-        self, file_name: str, item: str, split: TimeSplit
+        self,
+        file_name: str,
+        item: str,
+        split: TimeSplit,
+        cards: Collection[str] | None = None,
     ) -> pd.DataFrame | None:
         path = self.warehouse.directory / file_name
         if not path.exists():
             return None
-        oracle = pd.read_parquet(path)
+        if not cards:
+            oracle = pd.read_parquet(path)
+        else:
+            # Only the rows of the wanted cards are read, in the file's order.
+            keys = self._card_keys()
+            numbers = keys.loc[keys[CARD_KEY].isin(set(cards)), CARD_NUMBER]
+            oracle = pd.read_parquet(
+                path, filters=[(CARD_NUMBER, "in", numbers.tolist() or [""])]
+            )
         starts = pd.to_datetime(oracle["window_start"], utc=True)
         # The oracle describes one window; it serves when it starts at the cut-off.
         matching = oracle[(starts - split.cutoff).abs() <= pd.Timedelta(days=1)]
@@ -352,13 +380,85 @@ def point_in_time_features(
     """
     from features.store import historical_features
 
-    frame = historical_features(entities, service, settings, engine="duckdb")
+    frame = features_at_snapshots(entities, service, settings)
+    if frame is None:
+        frame = historical_features(entities, service, settings, engine="duckdb")
     if len(frame) != len(entities):
         raise NotReadyError(
             f"expected {len(entities)} rows from feature service {service!r}, got "
             f"{len(frame)}; rebuild the feature tables ('precision features build')"
         )
     return frame.reset_index(drop=True)
+
+
+def features_at_snapshots(
+    entities: pd.DataFrame, service: str, settings: Settings
+) -> pd.DataFrame | None:
+    """The point-in-time join read only at the rows' own snapshot times.
+
+    Feature tables hold one row per key and snapshot, and a training run joins
+    at snapshot times (``training.pipeline.ensure_snapshots``). When every entity
+    row finds, in every view, one feature row stamped exactly at its own time,
+    that row is the one the point-in-time join (the latest at or before the
+    time) picks as well; filtering the tables to those times skips the other
+    snapshots' rows. The frame then goes through the store's own dtype
+    normalisation, so it equals
+    ``features.store.historical_features(..., engine="duckdb")``.
+
+    Returns:
+        The entity rows with the service's features, or ``None`` when some row
+        has no feature row at exactly its time (the caller then takes the
+        point-in-time join).
+    """
+    from features.repo.definitions import SERVICE_VIEWS, feature_names
+    from features.store import _canonical, utc_times
+
+    views = SERVICE_VIEWS[service]
+    keys = list(dict.fromkeys(VIEW_KEYS[view] for view in views))
+    if len(entities) == 0 or any(k not in entities.columns for k in keys):
+        return None
+    probe = pd.DataFrame({key: entities[key].astype(str) for key in keys})
+    probe[EVENT_TIMESTAMP] = utc_times(entities[EVENT_TIMESTAMP]).to_numpy()
+    probe[_PROBE_ROW] = np.arange(len(entities))
+    times = ", ".join(
+        f"TIMESTAMPTZ '{pd.Timestamp(t).isoformat()}'"
+        for t in probe[EVENT_TIMESTAMP].unique()
+    )
+
+    selects, joins, found = [], [], []
+    for index, view in enumerate(views):
+        alias, key = f"v{index}", VIEW_KEYS[view]
+        path = str((settings.feature_dir / f"{view}.parquet").resolve())
+        selects += [f'{alias}."{name}"' for name in feature_names(view)]
+        found.append(f"{alias}.{key} IS NOT NULL AS _found_{index}")
+        joins.append(
+            f"LEFT JOIN (SELECT * FROM read_parquet('{_quoted(path)}') "
+            f"WHERE {EVENT_TIMESTAMP} IN ({times})) {alias} "
+            f"ON e.{key} = {alias}.{key} "
+            f"AND e.{EVENT_TIMESTAMP} = {alias}.{EVENT_TIMESTAMP}"
+        )
+    sql = (
+        f"SELECT {', '.join([*selects, *found])} FROM entity_rows e "
+        f"{' '.join(joins)} ORDER BY e.{_PROBE_ROW}"
+    )
+    connection = duckdb.connect()
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.register("entity_rows", probe)
+        features = connection.sql(sql).df()
+    finally:
+        connection.close()
+    flags = [f"_found_{index}" for index in range(len(views))]
+    if len(features) != len(entities) or not features[flags].all(axis=None):
+        return None
+    features = features.drop(columns=flags)
+    features.index = entities.index
+    return _canonical(pd.concat([entities, features], axis=1), views)
+
+
+def _quoted(text: str) -> str:
+    """Text inside single quotes of a SQL literal."""
+    return text.replace("'", "''")
 
 
 def offers_service_frames(
@@ -379,29 +479,56 @@ def offers_service_frames(
         for name in feature_names(view)
     ]
     offer_columns = list(feature_names("offer_stats"))
-    card_rows = pd.DataFrame(
-        {CARD_KEY: cards, OFFER_ID: offers[0], EVENT_TIMESTAMP: at}
+    # One join for both: each view's table is read once, and every row's
+    # features depend on its own keys and time only.
+    rows = pd.DataFrame(
+        {
+            CARD_KEY: [*cards, *[cards[0]] * len(offers)],
+            OFFER_ID: [*[offers[0]] * len(cards), *offers],
+            EVENT_TIMESTAMP: at,
+        }
     )
-    offer_rows = pd.DataFrame(
-        {CARD_KEY: cards[0], OFFER_ID: offers, EVENT_TIMESTAMP: at}
-    )
-    card_frame = point_in_time_features(card_rows, OFFERS_SERVICE, settings)
-    offer_frame = point_in_time_features(offer_rows, OFFERS_SERVICE, settings)
-    return (
-        card_frame[[CARD_KEY, *card_columns]],
-        offer_frame[[OFFER_ID, *offer_columns]],
-    )
+    frame = point_in_time_features(rows, OFFERS_SERVICE, settings)
+    del rows
+    card_frame = frame[[CARD_KEY, *card_columns]].iloc[: len(cards)]
+    offer_frame = frame[[OFFER_ID, *offer_columns]].iloc[len(cards) :]
+    return card_frame, offer_frame.reset_index(drop=True)
 
 
 def sample_cards(frame: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
-    """At most ``limit`` cards per event timestamp, chosen reproducibly by seed."""
-    if limit is None:
+    """At most ``limit`` cards per event timestamp, chosen reproducibly by seed.
+
+    The frame is returned as it is when no timestamp has more than ``limit`` rows.
+    """
+    if limit is None or frame.groupby(EVENT_TIMESTAMP).size().le(limit).all():
         return frame
     parts = []
     for _, group in frame.groupby(EVENT_TIMESTAMP, sort=True):
         take = min(limit, len(group))
         parts.append(group.sample(n=take, random_state=seed).sort_values(CARD_KEY))
     return pd.concat(parts, ignore_index=True)
+
+
+def sample_keys(
+    keys: Sequence[str] | pd.Series, limit: int | None, seed: int, stream: int = 0
+) -> list[str]:
+    """The distinct keys, or a seeded sample of ``limit`` of them, sorted.
+
+    Args:
+        keys: keys in any order, repeats allowed.
+        limit: how many to keep at most; ``None`` keeps every key.
+        seed: the run's seed.
+        stream: tells apart samples drawn with the same seed (one per window).
+
+    Returns:
+        Sorted distinct keys; every one of them when there are at most ``limit``.
+    """
+    distinct = sorted(set(keys))
+    if limit is None or len(distinct) <= limit:
+        return distinct
+    rng = np.random.default_rng([seed, stream])
+    chosen = rng.choice(len(distinct), size=limit, replace=False)
+    return [distinct[i] for i in np.sort(chosen)]
 
 
 def _times_frame(times: Sequence[pd.Timestamp]) -> pd.DataFrame:

@@ -410,9 +410,14 @@ class NeedsModel(BaseEstimator):
         self.boosters_: list[lgb.Booster | None] = []
         self.calibrators_: list[Calibrator] = []
         self.base_rates_ = Y_fit.mean().to_numpy(dtype=np.float64)
+        binned: dict[str, lgb.Dataset] = {}
         for position, need in enumerate(Y.columns):
             booster = self._fit_booster(
-                matrix_fit, Y_fit[need].to_numpy(), matrix_calib, Y_calib[need]
+                matrix_fit,
+                Y_fit[need].to_numpy(),
+                matrix_calib,
+                Y_calib[need],
+                binned,
             )
             self.boosters_.append(booster)
             self.calibrators_.append(
@@ -551,6 +556,7 @@ class NeedsModel(BaseEstimator):
         y: np.ndarray,
         matrix_calib: np.ndarray | None,
         y_calib: pd.Series,
+        binned: dict[str, lgb.Dataset] | None = None,
     ) -> lgb.Booster | None:
         if np.unique(y).size < 2:
             logger.warning(
@@ -559,11 +565,12 @@ class NeedsModel(BaseEstimator):
                 len(y),
             )
             return None
-        dataset = self._dataset(matrix, y)
         if self.early_stopping_rounds is None or matrix_calib is None:
+            dataset = self._labelled(matrix, y, {} if binned is None else binned)
             return lgb.train(
                 self._booster_params(), dataset, num_boost_round=self.n_estimators
             )
+        dataset = self._dataset(matrix, y)
 
         valid = self._dataset(matrix_calib, y_calib.to_numpy(), reference=dataset)
         booster = lgb.train(
@@ -575,6 +582,22 @@ class NeedsModel(BaseEstimator):
         )
         best = booster.best_iteration or booster.current_iteration()
         return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
+    def _labelled(
+        self, matrix: np.ndarray, y: np.ndarray, binned: dict[str, lgb.Dataset]
+    ) -> lgb.Dataset:
+        """The training matrix as a LightGBM dataset labelled with ``y``.
+
+        The features are binned once per fit and kept in ``binned``; later needs
+        only swap the labels. Binning reads the feature values alone, so every
+        need trains on the same bins it would get from a dataset of its own.
+        """
+        dataset = binned.get("train")
+        if dataset is None:
+            dataset = binned["train"] = self._dataset(matrix, y)
+        else:
+            dataset.set_label(y)
+        return dataset
 
     def _dataset(
         self, matrix: np.ndarray, y: np.ndarray, reference: lgb.Dataset | None = None

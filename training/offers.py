@@ -45,6 +45,8 @@ OFFER_CATEGORY = "offer_category"
 OFFER_REGION = "offer_region"
 FAVOURITE_CATEGORY = "favourite_category_365d"
 MATCH_PROPENSITY = 0.15
+# Card holders whose re-ranker training rows are built at once.
+WINDOW_BLOCK_CARDS = 5_000
 # Re-ranker inputs computed per (card, offer) pair rather than read from a store.
 PAIR_FEATURES = frozenset(
     {
@@ -439,6 +441,13 @@ class CandidateStage:
         )
 
 
+def _rows_of_cards(frame: pd.DataFrame, cards: set[str]) -> pd.DataFrame:
+    """Rows of a frame keyed by a ``card_key`` column or index, for some cards."""
+    if CARD_KEY in frame.columns:
+        return frame[frame[CARD_KEY].astype(str).isin(cards)]
+    return frame[frame.index.astype(str).isin(cards)]
+
+
 def offer_needs(offer_facts: pd.DataFrame) -> pd.Series:
     """Need id of every offer, indexed by offer id (``''`` for no need)."""
     if OFFER_NEED not in offer_facts.columns:
@@ -511,9 +520,11 @@ class OfferModel:
 
         self.ranker_ = self.ranker or LambdaRankReranker()
         self.feature_names_ = _ranker_columns(training, data.card_features_t0)
-        self.ranker_.fit(
-            training[self.feature_names_], grades, training["_query"].to_numpy()
-        )
+        features = training[self.feature_names_]
+        queries = training["_query"].to_numpy()
+        del training, parts
+        self.ranker_.fit(features, grades, queries)
+        del features
         return self.refit_candidates(
             data.interactions, data.card_features, data.offer_facts
         )
@@ -521,7 +532,14 @@ class OfferModel:
     def _window_rows(
         self, window: RankerWindow, offers: list[str], number: int
     ) -> pd.DataFrame:
-        """Labelled candidate rows of one window's cards that engaged in it."""
+        """Labelled candidate rows of one window's cards that engaged in it.
+
+        Rows are built for blocks of ``WINDOW_BLOCK_CARDS`` card holders at a
+        time; a card's rows depend on its own data only, and the re-ranker
+        orders its training rows by content, so the blocks change nothing but
+        the memory held. A card's own features are dropped from its rows: the
+        re-ranker never learns from them (see :func:`_ranker_columns`).
+        """
         template = self.candidate or CandidateStage()
         stage = _clone_stage(template).fit(
             window.interactions,
@@ -535,20 +553,42 @@ class OfferModel:
             for card in window.card_features[CARD_KEY].astype(str)
             if card in engaged
         ]
+        firsts = range(0, len(cards), WINDOW_BLOCK_CARDS) or range(1)
+        parts = [
+            self._labelled_block(
+                stage, window, cards[first : first + WINDOW_BLOCK_CARDS]
+            )
+            for first in firsts
+        ]
+        rows = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        rows["_query"] = f"{number}:" + rows[CARD_KEY].astype(str)
+        return rows
+
+    def _labelled_block(
+        self, stage: CandidateStage, window: RankerWindow, cards: list[str]
+    ) -> pd.DataFrame:
+        """Labelled candidate rows of some of a window's cards, card columns dropped."""
+        chosen = set(cards)
+        card_features = window.card_features[
+            window.card_features[CARD_KEY].astype(str).isin(chosen)
+        ]
         rows = self._candidate_rows(
             stage,
             cards,
-            window.card_features,
-            window.propensities,
+            card_features,
+            _rows_of_cards(window.propensities, chosen),
             window.offer_facts,
             self.n_candidates,
         )
-        rows = rows.merge(window.labels, on=[CARD_KEY, OFFER_ID], how="left")
+        card_only = [
+            c for c in window.card_features.columns if c != CARD_KEY and c in rows
+        ]
+        rows = rows.drop(columns=card_only)
+        labels = window.labels[window.labels[CARD_KEY].isin(chosen)]
+        rows = rows.merge(labels, on=[CARD_KEY, OFFER_ID], how="left")
         rows["relevance"] = rows["relevance"].fillna(0).astype(int)
         has_positive = rows.groupby(CARD_KEY)["relevance"].transform("max") > 0
-        rows = rows[has_positive.to_numpy()].reset_index(drop=True)
-        rows["_query"] = f"{number}:" + rows[CARD_KEY].astype(str)
-        return rows
+        return rows[has_positive.to_numpy()].reset_index(drop=True)
 
     def refit_candidates(
         self,

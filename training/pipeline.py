@@ -38,6 +38,7 @@ from training.datasets import (
     offers_service_frames,
     point_in_time_features,
     sample_cards,
+    sample_keys,
     time_split,
 )
 from training.evaluation import (
@@ -52,6 +53,7 @@ from training.evaluation import (
 )
 from training.needs import DEFAULT_DROP_COLUMNS, NeedsModel
 from training.offers import (
+    FAVOURITE_CATEGORY,
     CandidateStage,
     OfferModel,
     OfferTrainingData,
@@ -65,6 +67,17 @@ Progress = Callable[[str], None]
 NEEDS_DROP = (*DEFAULT_DROP_COLUMNS, "redeemed_offer_ids")
 FEATURE_SERVICE_VERSION = "v1"
 INPUT_EXAMPLE_ROWS = 3
+# Seed streams of the run's samples: the same seed draws unrelated samples.
+SAMPLE_STREAM_BASELINE = 1
+SAMPLE_STREAM_EVALUATION = 2
+SAMPLE_STREAM_HOLDOUT = 3
+SAMPLE_STREAM_RANKER = 10  # plus the window's number
+# Card holders per block when candidate rows are built or scored.
+CANDIDATE_BLOCK_CARDS = 5_000
+# Card columns the candidate stage and the re-ranker's pair features read; a
+# card's other features are the same on all its candidates and never learned from.
+WINDOW_CARD_COLUMNS = (CARD_KEY, POST_ID, "age", FAVOURITE_CATEGORY, "region")
+SEGMENT_CARD_COLUMNS = (CARD_KEY, POST_ID, "age")
 
 
 @dataclass
@@ -121,6 +134,8 @@ class Evaluation:
         needs_table: tidy needs metrics (scorer, need_id, metric, value).
         offers_table: tidy offers metrics (scorer, metric, value).
         metrics: the flat metric names logged to MLflow.
+        sampled: sizes before and after each seeded sample of the run
+            (``sampled.<what>.<available|used>``), logged as MLflow parameters.
     """
 
     split: TimeSplit
@@ -131,6 +146,7 @@ class Evaluation:
     metrics: dict[str, float]
     frames: _Frames = field(repr=False)
     rule_frames: _RuleFrames = field(repr=False)
+    sampled: dict[str, int] = field(default_factory=dict)
 
 
 def train(
@@ -162,6 +178,7 @@ def train(
         done = fit_and_evaluate(settings, config, progress)
 
         say("logging metrics and plots")
+        mlflow.log_params({name: str(size) for name, size in done.sampled.items()})
         mlflow.log_metrics(done.metrics)
         _log_tables_and_plots(
             done.needs_table,
@@ -229,17 +246,17 @@ def fit_and_evaluate(
     split = split_for(warehouse, config)
 
     say("feature snapshots")
-    times = [*split.train_times, split.cutoff, warehouse.as_of()]
-    ensure_snapshots(settings, warehouse, times)
+    ensure_snapshots(settings, warehouse, label_times(warehouse, split))
 
-    say("needs model")
-    frames = _needs_frames(source, settings, config, split)
-    needs_model, needs_table = _train_needs(frames, source, config)
+    sampled: dict[str, int] = {}
+    say("needs frames")
+    frames = _needs_frames(source, settings, config, split, sampled)
+    needs_model, needs_table = _train_needs(frames, source, config, say, sampled)
 
-    say("offer model")
     offer_model, offers_table, rule_frames = _train_offers(
-        source, settings, config, split, frames, needs_model
+        source, settings, config, split, frames, needs_model, say, sampled
     )
+    _report_samples(sampled)
     return Evaluation(
         split=split,
         needs_model=needs_model,
@@ -249,7 +266,25 @@ def fit_and_evaluate(
         metrics=metric_dict(needs_table, offers_table, config.k),
         frames=frames,
         rule_frames=rule_frames,
+        sampled=sampled,
     )
+
+
+def _note_sample(sampled: dict[str, int], what: str, available: int, used: int) -> None:
+    """Record the size of one seeded sample (``used`` of ``available``)."""
+    sampled[f"sampled.{what}.available"] = int(available)
+    sampled[f"sampled.{what}.used"] = int(used)
+
+
+def _report_samples(sampled: dict[str, int]) -> None:
+    """Log every sample that left something out."""
+    for name, available in sampled.items():
+        if not name.endswith(".available"):
+            continue
+        what = name.removeprefix("sampled.").removesuffix(".available")
+        used = sampled[f"sampled.{what}.used"]
+        if used < available:
+            logger.info("sampled %s: %d of %d (seeded)", what, used, available)
 
 
 def _log_run_header(config: TrainingConfig, split: TimeSplit, fingerprint: str) -> None:
@@ -267,6 +302,23 @@ def _log_run_header(config: TrainingConfig, split: TimeSplit, fingerprint: str) 
             "cutoff": split.cutoff.isoformat(),
         }
     )
+
+
+def label_times(warehouse: Warehouse, split: TimeSplit) -> list[pd.Timestamp]:
+    """Times a training run joins features at: label windows, cut-off, ``as_of``."""
+    return [*split.train_times, split.cutoff, warehouse.as_of()]
+
+
+def training_snapshots(
+    warehouse: Warehouse, config: TrainingConfig | None = None
+) -> list[pd.Timestamp]:
+    """The default monthly snapshots plus every time a training run joins at.
+
+    Feature tables built with these snapshots are not rebuilt by :func:`train`.
+    """
+    times = label_times(warehouse, split_for(warehouse, config or TrainingConfig()))
+    wanted = {pd.Timestamp(t).tz_convert("UTC") for t in times}
+    return sorted(set(default_snapshots(warehouse.as_of())) | wanted)
 
 
 def ensure_snapshots(
@@ -296,14 +348,30 @@ def ensure_snapshots(
 
 
 def _needs_frames(
-    source: LabelSource, settings: Settings, config: TrainingConfig, split: TimeSplit
+    source: LabelSource,
+    settings: Settings,
+    config: TrainingConfig,
+    split: TimeSplit,
+    sampled: dict[str, int],
 ) -> _Frames:
     """Point-in-time needs features and labels for training and holdout."""
     labels = source.need_labels([*split.train_times, split.cutoff], split.horizon)
     labels = labels.drop(columns=[POST_ID])
     train_rows = labels[labels[EVENT_TIMESTAMP] < split.cutoff]
+    available = len(train_rows)
     train_rows = sample_cards(train_rows, config.max_training_cards, config.seed)
+    _note_sample(sampled, "needs_training_rows", available, len(train_rows))
     holdout_rows = labels[labels[EVENT_TIMESTAMP] == split.cutoff]
+    del labels
+    holdout_cards = sample_keys(
+        holdout_rows[CARD_KEY],
+        config.sampling.holdout_cards,
+        config.seed,
+        SAMPLE_STREAM_HOLDOUT,
+    )
+    _note_sample(sampled, "holdout_cards", len(holdout_rows), len(holdout_cards))
+    if len(holdout_cards) < len(holdout_rows):
+        holdout_rows = holdout_rows[holdout_rows[CARD_KEY].isin(holdout_cards)]
 
     train = point_in_time_features(
         train_rows.reset_index(drop=True), NEEDS_SERVICE, settings
@@ -335,27 +403,51 @@ def _split_xy(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _train_needs(
-    frames: _Frames, source: LabelSource, config: TrainingConfig
+    frames: _Frames,
+    source: LabelSource,
+    config: TrainingConfig,
+    say: Progress,
+    sampled: dict[str, int],
 ) -> tuple[NeedsModel, pd.DataFrame]:
-    """Fit the needs model and its baselines; compare them on the holdout."""
+    """Fit the needs model and its baselines; compare them on the holdout.
+
+    The logistic-regression baseline is fitted on a seeded sample of at most
+    ``sampling.baseline_rows`` training rows: its solver's time grows with the
+    rows, and a comparison line needs no more.
+    """
     X, Y = _split_xy(frames.needs_train)
     X_hold, Y_hold = _split_xy(frames.needs_holdout)
+    say("needs model")
     model = _needs_model(config).fit(X, Y)
+    say("needs baselines and holdout")
     prior = CategoryPriorBaseline().fit(X, Y)
+    rows = _sample_rows(len(X), config.sampling.baseline_rows, config.seed)
+    _note_sample(sampled, "baseline_logistic_rows", len(X), len(rows))
+    if len(rows) < len(X):
+        X, Y = X.iloc[rows], Y.iloc[rows]
     logistic = LogisticNeedsBaseline(drop_columns=NEEDS_DROP).fit(X, Y)
+    del X, Y
 
     scorers = {
         MODEL: model.predict_proba(X_hold),
         "baseline_prior": prior.predict_proba(X_hold),
         "baseline_logistic": logistic.predict_proba(X_hold),
     }
-    oracle = source.oracle_needs(frames.split)
+    oracle = source.oracle_needs(frames.split, set(X_hold[CARD_KEY]))
     if oracle is not None:
         keyed = X_hold[[CARD_KEY]].merge(oracle, on=CARD_KEY, how="left")
         keyed.index = X_hold.index
         if keyed[list(NEEDS)].notna().all(axis=None):
             scorers[ORACLE] = keyed[list(NEEDS)]
     return model, needs_comparison(Y_hold, scorers)
+
+
+def _sample_rows(count: int, limit: int | None, seed: int) -> np.ndarray:
+    """Positions of a seeded sample of at most ``limit`` of ``count`` rows, in order."""
+    if limit is None or count <= limit:
+        return np.arange(count)
+    rng = np.random.default_rng([seed, SAMPLE_STREAM_BASELINE])
+    return np.sort(rng.choice(count, size=limit, replace=False))
 
 
 def _train_offers(
@@ -365,19 +457,29 @@ def _train_offers(
     split: TimeSplit,
     frames: _Frames,
     needs_model: NeedsModel,
+    say: Progress,
+    sampled: dict[str, int],
 ) -> tuple[OfferModel, pd.DataFrame, _RuleFrames]:
     """Fit the offer model and compare it with its baselines under the rules."""
     params = config.offers
     catalogue = sorted(source.warehouse.read_table("offers", [OFFER_ID])[OFFER_ID])
     count = min(params.ranker_windows, len(split.train_times))
     starts = [split.cutoff - split.horizon * i for i in range(1, count + 1)]
+    say("offer model: out-of-fold propensities")
     propensities = _out_of_fold_propensities(config, frames.needs_train, starts)
+    say("offer model: window frames")
     windows = [
-        _ranker_window(source, settings, config, catalogue, start, split.horizon)
-        for start in starts
+        _ranker_window(
+            source,
+            settings,
+            config,
+            catalogue,
+            (number, start, propensities.pop(start)),
+            split.horizon,
+            sampled,
+        )
+        for number, start in enumerate(starts)
     ]
-    for window, start in zip(windows, starts, strict=True):
-        window.propensities = propensities[start]
 
     cards_cut = sorted(source.cards_at([split.cutoff])[CARD_KEY])
     card_cut, offers_cut = offers_service_frames(
@@ -395,15 +497,20 @@ def _train_offers(
         offer_facts=offers_cut,
         earlier=windows[1:],
     )
+    say("offer model: fit")
     model = _offer_model(config).fit(data)
 
+    say("offer model: holdout evaluation")
     propensities = _propensities(needs_model, frames.needs_holdout)
     cards, offers = rule_inputs(card_cut, offers_cut)
     rule_frames = _RuleFrames(cards, offers, card_cut, offers_cut, propensities)
-    table = _evaluate_offers(model, source, config, split, rule_frames, catalogue)
+    table = _evaluate_offers(
+        model, source, config, split, rule_frames, catalogue, sampled
+    )
 
     as_of = source.warehouse.as_of()
     if as_of > split.cutoff:
+        say("offer model: candidates refit to as_of")
         _refit_to(model, source, settings, config, catalogue, as_of)
     return model, table, rule_frames
 
@@ -424,6 +531,7 @@ def _refit_to(
     """
     cards = sorted(source.cards_at([at])[CARD_KEY])
     card_features, offer_facts = offers_service_frames(settings, cards, catalogue, at)
+    card_features = _card_columns(card_features, SEGMENT_CARD_COLUMNS)
     interactions = source.interactions_before(at, config.offers.event_weights)
     model.refit_candidates(interactions, card_features, offer_facts)
     logger.info(
@@ -460,21 +568,47 @@ def _ranker_window(
     settings: Settings,
     config: TrainingConfig,
     catalogue: list[str],
-    start: pd.Timestamp,
+    window: tuple[int, pd.Timestamp, pd.DataFrame],
     horizon: pd.Timedelta,
+    sampled: dict[str, int],
 ) -> RankerWindow:
-    """State at ``start`` and the offer labels of the window after it."""
+    """State at the window's start and the offer labels of the window after it.
+
+    ``window`` is the window's number, its start and the out-of-fold need
+    propensities at the start. The re-ranker learns from the card holders who
+    were issued before the start, have propensities and engaged in the window;
+    at most ``sampling.ranker_cards`` of them are drawn (seeded, per window). The
+    candidate stage still learns from every interaction before the start.
+    """
+    number, start, propensities = window
     cards = sorted(source.cards_at([start])[CARD_KEY])
     card_features, offer_facts = offers_service_frames(
         settings, cards, catalogue, start
     )
+    labels = source.offer_labels(start, horizon)
+    eligible = set(labels[CARD_KEY]) & set(cards) & set(propensities[CARD_KEY])
+    chosen = sample_keys(
+        eligible,
+        config.sampling.ranker_cards,
+        config.seed,
+        SAMPLE_STREAM_RANKER + number,
+    )
+    _note_sample(sampled, f"ranker_cards.window_{number}", len(eligible), len(chosen))
+    if len(chosen) < labels[CARD_KEY].nunique():
+        # Only engaged cards get training rows; the others' labels are unused.
+        labels = labels[labels[CARD_KEY].isin(chosen)].reset_index(drop=True)
     return RankerWindow(
         interactions=source.interactions_before(start, config.offers.event_weights),
-        labels=source.offer_labels(start, horizon),
-        card_features=card_features,
-        propensities=pd.DataFrame(columns=[CARD_KEY, *NEEDS]),
+        labels=labels,
+        card_features=_card_columns(card_features, WINDOW_CARD_COLUMNS),
+        propensities=propensities,
         offer_facts=offer_facts,
     )
+
+
+def _card_columns(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The named card columns that ``frame`` has, in that order."""
+    return frame[[column for column in columns if column in frame.columns]]
 
 
 def _out_of_fold_propensities(
@@ -527,20 +661,32 @@ def _evaluate_offers(
     split: TimeSplit,
     frames: _RuleFrames,
     catalogue: list[str],
+    sampled: dict[str, int],
 ) -> pd.DataFrame:
     """Top-k lists of the model, its baselines and the oracle.
 
     Baselines: the most popular offers, implicit ALS alone and the model's own
-    candidate stage alone (both with the same cold-start top-up).
+    candidate stage alone (both with the same cold-start top-up). Every scorer is
+    judged on the same card holders: those with an engagement in the holdout
+    among the needs model's holdout cards, or a seeded sample of
+    ``sampling.evaluation_cards`` of them.
     """
     relevant = source.offer_labels(split.cutoff, split.horizon)
-    cards = sorted(set(relevant[CARD_KEY]) & set(frames.card_features[CARD_KEY]))
+    engaged = set(relevant[CARD_KEY]) & set(frames.card_features[CARD_KEY])
+    engaged &= set(frames.propensities[CARD_KEY])
+    cards = sample_keys(
+        engaged,
+        config.sampling.evaluation_cards,
+        config.seed,
+        SAMPLE_STREAM_EVALUATION,
+    )
+    _note_sample(sampled, "offers_evaluation_cards", len(engaged), len(cards))
     card_features = frames.card_features[frames.card_features[CARD_KEY].isin(cards)]
     n = config.offers.n_candidates
 
     scored = {
-        MODEL: model.recommend(
-            cards, card_features, frames.propensities, frames.offer_facts, n
+        MODEL: _recommend_in_blocks(
+            model, cards, card_features, frames.propensities, frames.offer_facts, n
         ),
         "most_popular": _most_popular(model, cards, n),
         "als_alone": _collaborative_alone(
@@ -548,7 +694,7 @@ def _evaluate_offers(
         ),
         "candidates_alone": _collaborative_alone(model.stage_, cards, card_features, n),
     }
-    oracle = oracle_scored(source.oracle_offers(split))
+    oracle = oracle_scored(source.oracle_offers(split, cards))
     if oracle is not None:
         scored[ORACLE] = oracle[oracle[CARD_KEY].isin(cards)]
 
@@ -559,6 +705,36 @@ def _evaluate_offers(
     return offers_comparison(
         lists, relevant[relevant[CARD_KEY].isin(cards)], catalogue, config.k
     )
+
+
+def _recommend_in_blocks(
+    model: OfferModel,
+    cards: list[str],
+    card_features: pd.DataFrame,
+    propensities: pd.DataFrame,
+    offer_facts: pd.DataFrame,
+    n: int,
+) -> pd.DataFrame:
+    """:meth:`OfferModel.recommend` over blocks of card holders, concatenated.
+
+    A card's ranked offers depend on its own rows only, so the result equals one
+    call over every card; a block bounds the candidate rows held at once.
+    """
+    parts = []
+    for first in range(0, len(cards), CANDIDATE_BLOCK_CARDS):
+        block = cards[first : first + CANDIDATE_BLOCK_CARDS]
+        parts.append(
+            model.recommend(
+                block,
+                card_features[card_features[CARD_KEY].isin(block)],
+                propensities[propensities[CARD_KEY].isin(block)],
+                offer_facts,
+                n,
+            )
+        )
+    if not parts:
+        return model.recommend([], card_features, propensities, offer_facts, n)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _most_popular(model: OfferModel, cards: list[str], n: int) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pytest
 
 from features.schema import CARD_KEY, CARD_NUMBER
 from features.warehouse import Warehouse
-from training.datasets import LabelSource, time_split
+from training.datasets import LabelSource, sample_cards, sample_keys, time_split
 
 SECRET = b"unit-test-secret-0123456789"
 WEIGHTS = {"impression": 0.1, "click": 1.0, "redemption": 3.0}
@@ -77,3 +77,46 @@ def test_training_windows_end_by_the_cutoff():
     assert split.train_times[-1] + split.horizon == cutoff
     assert list(split.train_times) == sorted(split.train_times)
     assert split.holdout_end == cutoff + pd.Timedelta(days=30)
+
+
+def test_sample_keys_keeps_every_key_up_to_the_limit():
+    keys = ["c", "a", "b", "a"]
+    assert sample_keys(keys, None, seed=1) == ["a", "b", "c"]
+    assert sample_keys(keys, 3, seed=1) == ["a", "b", "c"]
+
+
+def test_sample_keys_draws_a_sorted_seeded_subset():
+    keys = [f"card-{i:04d}" for i in range(1_000)]
+    first = sample_keys(keys, 100, seed=42, stream=3)
+    assert len(first) == 100 == len(set(first))
+    assert first == sorted(first) and set(first) <= set(keys)
+    assert sample_keys(list(reversed(keys)), 100, seed=42, stream=3) == first
+    assert sample_keys(keys, 100, seed=42, stream=4) != first
+    assert sample_keys(keys, 100, seed=43, stream=3) != first
+
+
+def test_sample_cards_leaves_windows_within_the_limit_as_they_are():
+    frame = pd.DataFrame(
+        {CARD_KEY: list("dcbaef"), "event_timestamp": [1, 1, 1, 2, 2, 2]}
+    )
+    assert sample_cards(frame, 3, seed=1) is frame
+    sampled = sample_cards(frame, 2, seed=1)
+    assert sampled.groupby("event_timestamp").size().tolist() == [2, 2]
+    assert sampled.equals(sample_cards(frame, 2, seed=1))
+
+
+def test_the_oracle_of_some_cards_equals_the_whole_oracle_filtered(small_warehouse):
+    source = LabelSource(small_warehouse, SECRET)
+    split = time_split(small_warehouse.as_of() - pd.Timedelta(days=30), 30, 3)
+    whole_offers = source.oracle_offers(split)
+    cards = sorted(set(whole_offers[CARD_KEY]))[::7]
+
+    some_offers = source.oracle_offers(split, cards)
+    expected = whole_offers[whole_offers[CARD_KEY].isin(cards)]
+    pd.testing.assert_frame_equal(some_offers, expected.reset_index(drop=True))
+
+    whole_needs = source.oracle_needs(split)
+    some_needs = source.oracle_needs(split, cards)
+    expected = whole_needs[whole_needs[CARD_KEY].isin(cards)]
+    pd.testing.assert_frame_equal(some_needs, expected.reset_index(drop=True))
+    assert len(source.oracle_offers(split, [])) == len(whole_offers)

@@ -341,3 +341,29 @@ def test_early_stopping_keeps_only_the_useful_trees(
     assert stopped.n_trees_[0] < 300
     assert full.n_trees_ == [30, 30, 30]
     assert np.isfinite(stopped.predict_proba(X.iloc[:5]).to_numpy()).all()
+
+
+def test_needs_sharing_one_binned_dataset_train_the_boosters_of_separate_ones(
+    data: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    X, Y, _ = data
+    Y = Y.assign(jobs_in_taiwan=0)  # a one-class need in between is skipped
+    params = {"n_estimators": 15, "feature_fraction": 0.7, "min_child_samples": 30}
+    shared = NeedsModel(**params).fit(X, Y)
+
+    # The straightforward path: a fresh dataset (and fresh bins) for every need.
+    def fresh(
+        model: NeedsModel, matrix: np.ndarray, y: np.ndarray, binned: dict
+    ) -> object:
+        return model._dataset(matrix, y)
+
+    monkeypatch.setattr(NeedsModel, "_labelled", fresh)
+    separate = NeedsModel(**params).fit(X, Y)
+
+    for one, other in zip(shared.boosters_, separate.boosters_, strict=True):
+        if one is None or other is None:
+            assert one is None and other is None
+        else:
+            assert one.model_to_string() == other.model_to_string()
+    pd.testing.assert_frame_equal(shared.predict_proba(X), separate.predict_proba(X))
