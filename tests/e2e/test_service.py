@@ -335,3 +335,34 @@ def test_a_recommend_request_reads_the_store_once_with_the_cache_off(
 
     assert reads == [20]
     assert uncached.results == cached.results
+
+
+def run_benchmark_quick(data_dir: Path, module: str, *extra: str) -> str:
+    """``python -m benchmarks.<module> --quick`` on the demo folder; its output."""
+    env = service_environment() | {"PRECISION_DATA_DIR": str(data_dir)}
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", "--quick", *extra],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_batch_benchmark_runs_quick_on_the_demo_folder(data_dir: Path) -> None:
+    printed = run_benchmark_quick(data_dir, "bench_batch", "--data-dir", str(data_dir))
+
+    assert "same top-k and scores as both reference paths" in printed
+    assert printed.rstrip().endswith("True")
+
+
+def test_serving_benchmark_runs_quick_on_the_demo_folder(data_dir: Path) -> None:
+    printed = run_benchmark_quick(data_dir, "bench_serving")
+
+    assert "ours: 1 card, 1 connection" in printed
+    assert "peer: bare FastAPI, 10 cards, 16 conn" in printed
+    assert "100 cards p99 end to end" in printed
