@@ -49,6 +49,7 @@ def test_feature_benchmark_prints_retrieval_and_read_figures(tmp_path) -> None:
 
     assert "identical" in printed.lower()
     assert re.search(r"p99", printed)
+    assert re.search(r"p50: layout [\d.]+x faster than stock alone", printed)
 
 
 def test_run_all_runs_the_chosen_scripts_and_sums_them_up(tmp_path) -> None:
