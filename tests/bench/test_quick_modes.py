@@ -64,3 +64,11 @@ def test_serving_benchmark_prints_segment_preview_figures(tmp_path) -> None:
 
     assert re.search(r"ours \(cell index\)\s+p50", printed)
     assert re.search(r"ratio pandas/ours: p50 \d+x, p95 \d+x", printed)
+
+
+def test_retrain_benchmark_prints_its_stage_table(tmp_path) -> None:
+    printed = run_quick("bench_retrain", tmp_path, "--data-dir", str(tmp_path / "r"))
+
+    assert re.search(r"2,000 cards, [\d,]+ events", printed)
+    assert re.search(r"build features\s+[\d.]+\s+[\d.]+", printed)
+    assert re.search(r"retrain \(features \+ training\): [\d.]+ min wall", printed)
