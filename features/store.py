@@ -292,16 +292,22 @@ def utc_times(values: pd.Series) -> pd.Series:
     return parsed.dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
 
 
+def _entity_probe(entity_df: pd.DataFrame, views: Sequence[str]) -> pd.DataFrame:
+    """The join keys as text, UTC times and row numbers of entity rows, for DuckDB."""
+    keys = dict.fromkeys(VIEW_KEYS[view] for view in views)
+    probe = pd.DataFrame({key: entity_df[key].astype(str) for key in keys})
+    probe[EVENT_TIMESTAMP] = utc_times(entity_df[EVENT_TIMESTAMP]).to_numpy()
+    probe[_ROW] = np.arange(len(entity_df))
+    return probe
+
+
 def _historical_duckdb(
     entity_df: pd.DataFrame, views: Sequence[str], feature_dir: Path
 ) -> pd.DataFrame:
     """One ASOF LEFT JOIN per view, directly on the feature parquet files."""
     from features.repo.definitions import feature_names
 
-    keys = list(dict.fromkeys(VIEW_KEYS[view] for view in views))
-    probe = pd.DataFrame({key: entity_df[key].astype(str) for key in keys})
-    probe[EVENT_TIMESTAMP] = utc_times(entity_df[EVENT_TIMESTAMP]).to_numpy()
-    probe[_ROW] = np.arange(len(entity_df))
+    probe = _entity_probe(entity_df, views)
 
     con = duckdb.connect()
     try:
@@ -375,6 +381,69 @@ def _views_by_key(views: Sequence[str]) -> dict[str, list[str]]:
     for view in views:
         grouped.setdefault(VIEW_KEYS[view], []).append(view)
     return grouped
+
+
+def features_at_snapshots(
+    entities: pd.DataFrame, service: str, settings: Settings
+) -> pd.DataFrame | None:
+    """The point-in-time join read only at the rows' own snapshot times.
+
+    Feature tables hold one row per key and snapshot, and a training run joins
+    at snapshot times (``training.pipeline.ensure_snapshots``). When every entity
+    row finds, in every view, one feature row stamped exactly at its own time,
+    that row is the one the point-in-time join (the latest at or before the
+    time) picks as well; filtering the tables to those times skips the other
+    snapshots' rows. The frame then goes through the store's own dtype
+    normalisation, so it equals :func:`historical_features` with either engine.
+
+    Returns:
+        The entity rows with the service's features, or ``None`` when some row
+        has no feature row at exactly its time (the caller then takes the
+        point-in-time join).
+    """
+    from features.repo.definitions import SERVICE_VIEWS, feature_names
+
+    views = SERVICE_VIEWS[service]
+    keys = list(dict.fromkeys(VIEW_KEYS[view] for view in views))
+    if len(entities) == 0 or any(k not in entities.columns for k in keys):
+        return None
+    probe = _entity_probe(entities, views)
+    times = ", ".join(
+        f"TIMESTAMPTZ '{pd.Timestamp(t).isoformat()}'"
+        for t in probe[EVENT_TIMESTAMP].unique()
+    )
+
+    selects, joins, found = [], [], []
+    for index, view in enumerate(views):
+        alias, key = f"v{index}", VIEW_KEYS[view]
+        path = str((settings.feature_dir / f"{view}.parquet").resolve()).replace(
+            "'", "''"
+        )
+        selects += [f'{alias}."{name}"' for name in feature_names(view)]
+        found.append(f"{alias}.{key} IS NOT NULL AS _found_{index}")
+        joins.append(
+            f"LEFT JOIN (SELECT * FROM read_parquet('{path}') "
+            f"WHERE {EVENT_TIMESTAMP} IN ({times})) {alias} "
+            f"ON e.{key} = {alias}.{key} "
+            f"AND e.{EVENT_TIMESTAMP} = {alias}.{EVENT_TIMESTAMP}"
+        )
+    sql = (
+        f"SELECT {', '.join([*selects, *found])} FROM entity_rows e "
+        f"{' '.join(joins)} ORDER BY e.{_ROW}"
+    )
+    connection = duckdb.connect()
+    try:
+        connection.execute("SET TimeZone = 'UTC'")
+        connection.register("entity_rows", probe)
+        features = connection.sql(sql).df()
+    finally:
+        connection.close()
+    flags = [f"_found_{index}" for index in range(len(views))]
+    if len(features) != len(entities) or not features[flags].all(axis=None):
+        return None
+    features = features.drop(columns=flags)
+    features.index = entities.index
+    return _canonical(pd.concat([entities, features], axis=1), views)
 
 
 def _check_unique(found: pd.DataFrame, columns: list[str], service: str) -> None:

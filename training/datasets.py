@@ -26,7 +26,6 @@ import pandas as pd
 
 from features.cards import pseudonyms
 from features.errors import NotReadyError
-from features.feature_tables import VIEW_KEYS
 from features.schema import (
     CARD_KEY,
     CARD_NUMBER,
@@ -48,7 +47,6 @@ NEEDS = tuple(NEED_CATEGORIES)
 RELEVANCE_GRADES = {"click": 1, "redemption": 2}
 RELEVANCE = "relevance"
 WEIGHT = "weight"
-_PROBE_ROW = "__probe_row"
 
 
 @dataclass(frozen=True)
@@ -378,7 +376,7 @@ def point_in_time_features(
     Raises:
         NotReadyError: when the store returns a different number of rows.
     """
-    from features.store import historical_features
+    from features.store import features_at_snapshots, historical_features
 
     frame = features_at_snapshots(entities, service, settings)
     if frame is None:
@@ -389,76 +387,6 @@ def point_in_time_features(
             f"{len(frame)}; rebuild the feature tables ('precision features build')"
         )
     return frame.reset_index(drop=True)
-
-
-def features_at_snapshots(
-    entities: pd.DataFrame, service: str, settings: Settings
-) -> pd.DataFrame | None:
-    """The point-in-time join read only at the rows' own snapshot times.
-
-    Feature tables hold one row per key and snapshot, and a training run joins
-    at snapshot times (``training.pipeline.ensure_snapshots``). When every entity
-    row finds, in every view, one feature row stamped exactly at its own time,
-    that row is the one the point-in-time join (the latest at or before the
-    time) picks as well; filtering the tables to those times skips the other
-    snapshots' rows. The frame then goes through the store's own dtype
-    normalisation, so it equals
-    ``features.store.historical_features(..., engine="duckdb")``.
-
-    Returns:
-        The entity rows with the service's features, or ``None`` when some row
-        has no feature row at exactly its time (the caller then takes the
-        point-in-time join).
-    """
-    from features.repo.definitions import SERVICE_VIEWS, feature_names
-    from features.store import _canonical, utc_times
-
-    views = SERVICE_VIEWS[service]
-    keys = list(dict.fromkeys(VIEW_KEYS[view] for view in views))
-    if len(entities) == 0 or any(k not in entities.columns for k in keys):
-        return None
-    probe = pd.DataFrame({key: entities[key].astype(str) for key in keys})
-    probe[EVENT_TIMESTAMP] = utc_times(entities[EVENT_TIMESTAMP]).to_numpy()
-    probe[_PROBE_ROW] = np.arange(len(entities))
-    times = ", ".join(
-        f"TIMESTAMPTZ '{pd.Timestamp(t).isoformat()}'"
-        for t in probe[EVENT_TIMESTAMP].unique()
-    )
-
-    selects, joins, found = [], [], []
-    for index, view in enumerate(views):
-        alias, key = f"v{index}", VIEW_KEYS[view]
-        path = str((settings.feature_dir / f"{view}.parquet").resolve())
-        selects += [f'{alias}."{name}"' for name in feature_names(view)]
-        found.append(f"{alias}.{key} IS NOT NULL AS _found_{index}")
-        joins.append(
-            f"LEFT JOIN (SELECT * FROM read_parquet('{_quoted(path)}') "
-            f"WHERE {EVENT_TIMESTAMP} IN ({times})) {alias} "
-            f"ON e.{key} = {alias}.{key} "
-            f"AND e.{EVENT_TIMESTAMP} = {alias}.{EVENT_TIMESTAMP}"
-        )
-    sql = (
-        f"SELECT {', '.join([*selects, *found])} FROM entity_rows e "
-        f"{' '.join(joins)} ORDER BY e.{_PROBE_ROW}"
-    )
-    connection = duckdb.connect()
-    try:
-        connection.execute("SET TimeZone = 'UTC'")
-        connection.register("entity_rows", probe)
-        features = connection.sql(sql).df()
-    finally:
-        connection.close()
-    flags = [f"_found_{index}" for index in range(len(views))]
-    if len(features) != len(entities) or not features[flags].all(axis=None):
-        return None
-    features = features.drop(columns=flags)
-    features.index = entities.index
-    return _canonical(pd.concat([entities, features], axis=1), views)
-
-
-def _quoted(text: str) -> str:
-    """Text inside single quotes of a SQL literal."""
-    return text.replace("'", "''")
 
 
 def offers_service_frames(

@@ -287,9 +287,9 @@ def test_features_read_at_snapshot_times_equal_the_point_in_time_join(
     trained_run, model_workspace
 ):
     from features.schema import EVENT_TIMESTAMP, OFFER_ID
-    from features.store import historical_features
+    from features.store import features_at_snapshots, historical_features
     from training.config import NEEDS_SERVICE, OFFERS_SERVICE
-    from training.datasets import LabelSource, features_at_snapshots
+    from training.datasets import LabelSource
 
     settings = model_workspace.settings
     split = trained_run.split
