@@ -6,34 +6,19 @@ themselves are read by people, never asserted on.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-QUICK_RUN_TIMEOUT_SECONDS = 300
+from tests.bench.quick import run_quick_mode
 
 pytestmark = pytest.mark.slow
 
 
 def run_quick(module: str, tmp_path: Path, *extra: str) -> str:
     """Run ``python -m benchmarks.<module> --quick`` and return what it printed."""
-    env = dict(os.environ, PRECISION_DATA_DIR=str(tmp_path / "data"))
-    done = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", "--quick", *extra],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=QUICK_RUN_TIMEOUT_SECONDS,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    return run_quick_mode(module, tmp_path / "data", *extra)
 
 
 def test_warehouse_benchmark_prints_generate_and_build_figures(tmp_path) -> None:

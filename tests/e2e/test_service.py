@@ -18,6 +18,7 @@ import pytest
 from features.cards import pseudonym
 from features.settings import Settings
 from serving.cli import serve_command, service_environment, wait_until_ready
+from tests.bench.quick import run_quick_mode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -337,31 +338,15 @@ def test_a_recommend_request_reads_the_store_once_with_the_cache_off(
     assert uncached.results == cached.results
 
 
-def run_benchmark_quick(data_dir: Path, module: str, *extra: str) -> str:
-    """``python -m benchmarks.<module> --quick`` on the demo folder; its output."""
-    env = service_environment() | {"PRECISION_DATA_DIR": str(data_dir)}
-    done = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", "--quick", *extra],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
-
-
 def test_batch_benchmark_runs_quick_on_the_demo_folder(data_dir: Path) -> None:
-    printed = run_benchmark_quick(data_dir, "bench_batch", "--data-dir", str(data_dir))
+    printed = run_quick_mode("bench_batch", data_dir, "--data-dir", str(data_dir))
 
     assert "same top-k and scores as both reference paths" in printed
     assert printed.rstrip().endswith("True")
 
 
 def test_serving_benchmark_runs_quick_on_the_demo_folder(data_dir: Path) -> None:
-    printed = run_benchmark_quick(data_dir, "bench_serving")
+    printed = run_quick_mode("bench_serving", data_dir)
 
     assert "ours: 1 card, 1 connection" in printed
     assert "peer: bare FastAPI, 10 cards, 16 conn" in printed
