@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -125,7 +126,10 @@ def serve(
 def _run_service(host: str, port: int, keys: dict[str, str]) -> None:
     base_url = f"http://{host}:{port}"
     typer.echo(f"starting the BentoML service on {base_url} ...")
-    process = subprocess.Popen(serve_command(host, port), env=service_environment())
+    # Its own process group, so stopping it reaches BentoML's workers as well.
+    process = subprocess.Popen(
+        serve_command(host, port), env=service_environment(), start_new_session=True
+    )
     # A service manager stops us with SIGTERM: stop the server too, as on Ctrl-C.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -142,12 +146,22 @@ def _run_service(host: str, port: int, keys: dict[str, str]) -> None:
         typer.echo("stopping the service ...")
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Interrupt the server's process group, then kill what is left of it.
+
+    BentoML gets 15 s to stop; its workers are in the same group, so none is left
+    holding the port even when BentoML itself had to be killed.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _interrupt(signum: int, frame: object) -> None:
